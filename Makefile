@@ -1,0 +1,36 @@
+# Set-up is shared by every target: .venv is created if missing, torch==2.13.0 (the local CPU
+# build) goes in first, then the package with its dev extras. The stamp file makes repeated runs
+# instant until pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-slow bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m gptfl_secure.sim $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benches/iblt_bench.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check gptfl_secure tests benches
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

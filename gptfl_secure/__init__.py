@@ -1,0 +1,2 @@
+"""gptfl-secure: GPT-FL on real secure aggregation."""
+__version__ = "0.1.0"

@@ -1,0 +1,14 @@
+"""Hand-written invertible Bloom lookup table (IBLT) over Z_p, numpy only.
+
+Public interface (see DESIGN.md)::
+
+    params = IbltParams(capacity=50, max_key_bytes=64, seed=0)
+    s = IbltSketch.from_keys(params, ["dog", "cat"])
+    total = sum(sketches)            # linear in Z_p
+    result = total.decode()          # DecodeResult(counts, complete)
+"""
+
+from .params import IbltParams
+from .sketch import DecodeResult, IbltSketch
+
+__all__ = ["DecodeResult", "IbltParams", "IbltSketch"]

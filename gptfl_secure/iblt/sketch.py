@@ -1,0 +1,275 @@
+"""The IBLT sketch: a linear, vector-shaped encoding of a multiset of string keys.
+
+``IbltSketch`` values add and subtract cell-wise in Z_p, so the masked sum of clients' sketch
+vectors is the sketch of the union of their keys, with each key's count the number of clients
+that inserted it. ``decode`` recovers ``{key: count}`` from a sum; it reveals exactly the
+histogram, and nothing about which client inserted what.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import field
+from .encoding import (
+    EncodedKeys,
+    bytes_from_chunks,
+    cells_from_digests,
+    checks_from_digests,
+    digest_keys,
+    encode,
+    validate_keys,
+)
+from .params import CHUNK_BYTES, IbltParams
+
+_CHUNK_LIMIT = np.uint64(1 << (8 * CHUNK_BYTES))
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """``counts``: every key that could be verified, with its signed count. ``complete``: True iff
+    the table peeled to all zeros, so ``counts`` is the whole histogram. An incomplete result
+    (over capacity, or an inconsistent table) still holds only verified, exact counts."""
+
+    counts: dict[str, int]
+    complete: bool
+
+
+class IbltSketch:
+    """An invertible Bloom lookup table over Z_p, p = ``params.modulus``.
+
+    Build with :meth:`from_keys`, :meth:`from_counts` or :meth:`from_vector`; combine with ``+``,
+    ``-`` and ``sum``; read with :meth:`decode`. Instances are immutable.
+    """
+
+    __slots__ = ("params", "_table")
+
+    def __init__(self, params: IbltParams, table: np.ndarray) -> None:
+        """Internal: use the ``from_*`` constructors, which validate their input."""
+        self.params = params
+        self._table = table
+        self._table.flags.writeable = False
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def empty(cls, params: IbltParams) -> IbltSketch:
+        """The sketch of the empty multiset: all cells zero."""
+        _require_params(params)
+        return cls(params, np.zeros((params.num_cells, params.cell_width), dtype=np.uint64))
+
+    @classmethod
+    def from_keys(cls, params: IbltParams, keys: Iterable[str]) -> IbltSketch:
+        """Sketch of a set of keys, each with count 1 (a client's distinct labels).
+
+        Raises TypeError for a non-string key, ValueError for a key over ``max_key_bytes`` or a
+        key given twice (pass ``set(keys)``, or use :meth:`from_counts` for multiplicities).
+        """
+        _require_params(params)
+        keys = list(keys)
+        data = validate_keys(params, keys)
+        if len(set(data)) != len(data):
+            dup = next(k for k, n in Counter(keys).items() if n > 1)
+            raise ValueError(
+                f"key {dup!r} appears more than once; from_keys encodes a set: pass set(keys), "
+                "or use IbltSketch.from_counts for multiplicities"
+            )
+        ones = np.ones(len(data), dtype=np.uint64)
+        return cls._from_encoded(params, encode(params, data), ones)
+
+    @classmethod
+    def from_counts(cls, params: IbltParams, counts: Mapping[str, int]) -> IbltSketch:
+        """Sketch of a multiset given as ``{key: count}``; counts may be negative, 0 is skipped."""
+        _require_params(params)
+        if not isinstance(counts, Mapping):
+            raise TypeError(f"counts must be a mapping of str to int, got {type(counts).__name__}")
+        half = params.modulus // 2
+        for key, count in counts.items():
+            if not isinstance(count, (int, np.integer)) or isinstance(count, bool):
+                raise TypeError(f"count of {key!r} must be an int, got {type(count).__name__}")
+            if abs(int(count)) > half:
+                raise ValueError(f"count of {key!r} is {count}; |count| must be <= (p-1)/2")
+        items = [(k, int(c)) for k, c in counts.items() if int(c) != 0]
+        data = validate_keys(params, [k for k, _ in items])
+        mult = field.from_signed(np.array([c for _, c in items], dtype=np.int64))
+        return cls._from_encoded(params, encode(params, data), mult)
+
+    @classmethod
+    def from_vector(cls, params: IbltParams, vector: np.ndarray) -> IbltSketch:
+        """Inverse of :meth:`to_vector`: a 1-D integer array of ``vector_length`` entries in [0, p)."""
+        _require_params(params)
+        if not isinstance(vector, np.ndarray):
+            raise TypeError(f"vector must be a numpy array, got {type(vector).__name__}")
+        if vector.ndim != 1 or vector.shape[0] != params.vector_length:
+            raise ValueError(
+                f"vector has shape {vector.shape}; these params need ({params.vector_length},): "
+                "check that every party uses the same IbltParams"
+            )
+        if vector.dtype.kind not in "ui":
+            raise ValueError(f"vector dtype is {vector.dtype}; an integer dtype is required")
+        if vector.size and (vector.min() < 0 or vector.max() >= params.modulus):
+            raise ValueError(
+                f"vector entries must lie in [0, p) with p={params.modulus}; got range "
+                f"[{vector.min()}, {vector.max()}]"
+            )
+        table = vector.astype(np.uint64).reshape(params.num_cells, params.cell_width)
+        return cls(params, table)
+
+    @classmethod
+    def _from_encoded(cls, params: IbltParams, enc: EncodedKeys, mult: np.ndarray) -> IbltSketch:
+        rows = _cell_rows(enc, mult)
+        table = np.zeros((params.num_cells, params.cell_width), dtype=np.uint64)
+        field.add_rows_to_cells(table, enc.cells, rows)
+        return cls(params, table)
+
+    def to_vector(self) -> np.ndarray:
+        """The table as a flat uint64 vector of ``params.vector_length`` entries in [0, p)."""
+        return self._table.reshape(-1).copy()
+
+    # ---------------------------------------------------------------- linearity
+    def _check_compatible(self, other: object) -> IbltSketch:
+        if not isinstance(other, IbltSketch):
+            raise TypeError(f"cannot combine IbltSketch with {type(other).__name__}")
+        if other.params != self.params:
+            raise ValueError(
+                f"sketches have different params ({self.params} vs {other.params}); "
+                "all parties must build sketches from the same IbltParams"
+            )
+        return other
+
+    def __add__(self, other: object) -> IbltSketch:
+        other = self._check_compatible(other)
+        return IbltSketch(self.params, field.add(self._table, other._table))
+
+    def __radd__(self, other: object) -> IbltSketch:
+        if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
+            return self
+        return self.__add__(other)
+
+    def __sub__(self, other: object) -> IbltSketch:
+        other = self._check_compatible(other)
+        return IbltSketch(self.params, field.sub(self._table, other._table))
+
+    def __neg__(self) -> IbltSketch:
+        return IbltSketch(self.params, field.neg(self._table))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IbltSketch):
+            return NotImplemented
+        return self.params == other.params and bool(np.array_equal(self._table, other._table))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        nonzero = int(np.count_nonzero(self._table[:, 0]))
+        return f"IbltSketch({self.params}, nonzero_cells={nonzero})"
+
+    # ---------------------------------------------------------------- decoding
+    def decode(self) -> DecodeResult:
+        """Peel the table and return the verified histogram.
+
+        Each round takes every cell with a nonzero count, divides out the count and accepts the
+        cell as pure only if the payload is a valid key encoding, both BLAKE2b checks match and the
+        key hashes back to that very cell; all pure cells of a round are peeled at once. At most
+        ``num_cells`` rounds run, so decoding terminates on any input. A key seen pure after it
+        was peeled, or with two different counts, marks the table inconsistent: decoding stops
+        with ``complete=False`` and that key is not reported.
+        """
+        params = self.params
+        table = self._table.copy()
+        counts: dict[bytes, int] = {}
+        consistent = True
+        # Only cells changed by the last peel can have become pure: test those alone.
+        dirty = np.arange(params.num_cells)
+        for _ in range(params.num_cells + 1):
+            found = _pure_cells(params, table, dirty)
+            if found is None:
+                break
+            keys, cells, rows, mult = found
+            # An honest sum shows each key pure with one count, and never again once peeled.
+            repeated = counts.keys() & set(keys)
+            if repeated or len(set(keys)) != len(keys):
+                consistent = False
+                for key in repeated | {k for k in keys if keys.count(k) > 1}:
+                    counts.pop(key, None)
+                break
+            counts.update(zip(keys, field.to_signed(mult).tolist()))
+            contrib = field.neg(field.mul(rows, mult[:, None]))
+            dirty = field.add_rows_to_cells(table, cells, contrib)
+        complete = consistent and not table.any()
+        decoded = {}
+        for key, count in counts.items():
+            try:
+                decoded[key.decode("utf-8")] = count
+            except UnicodeDecodeError:
+                complete = False  # only a forged vector holds non-UTF-8 keys
+        return DecodeResult(decoded, complete)
+
+
+def _require_params(params: object) -> None:
+    if not isinstance(params, IbltParams):
+        raise TypeError(f"params must be IbltParams, got {type(params).__name__}")
+
+
+def _cell_rows(enc: EncodedKeys, mult: np.ndarray) -> np.ndarray:
+    """Per-key cell contribution ``mult * [1, length, chunks, check_0, check_1]`` in Z_p."""
+    n = enc.payload.shape[0]
+    rows = np.concatenate([np.ones((n, 1), np.uint64), enc.payload, enc.checks], axis=1)
+    if np.all(mult == 1):
+        return rows
+    return field.mul(rows, mult[:, None])
+
+
+def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray):
+    """Verified pure cells among ``cells_to_test``, one per distinct key.
+
+    Returns ``(keys, cells, rows, mult)``: key bytes, their (k, r) cell indices, their unit cell
+    rows ``[1, length, chunks, checks]`` and their counts in Z_p; or None if no cell is pure.
+    """
+    m = params.num_chunks
+    candidates = cells_to_test[table[cells_to_test, 0] != 0]
+    if candidates.size == 0:
+        return None
+    mult = table[candidates, 0]
+    payload = field.mul(table[candidates, 1 : 2 + m], field.inverse(mult)[:, None])
+    # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
+    ok = (payload[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
+        payload[:, 1:] < _CHUNK_LIMIT, axis=1
+    )
+    candidates, mult, payload = candidates[ok], mult[ok], payload[ok]
+    if candidates.size == 0:
+        return None
+    length = payload[:, 0].astype(np.int64)
+    raw = bytes_from_chunks(payload[:, 1:])
+    beyond = np.arange(raw.shape[1])[None, :] >= length[:, None]
+    ok = ~np.any((raw != 0) & beyond, axis=1)
+    # A key pure in several cells has identical rows there (checks included): verify each
+    # distinct row once. Deduplicating on the decoded key instead would be wrong: an impure cell
+    # can decode to the average of its keys, which may be another real key (e.g. the average of
+    # "label-552" and "label-754" is "label-653") and would shadow that key's pure cell.
+    row_bytes = np.ascontiguousarray(table[candidates]).tobytes()
+    row_width = 8 * table.shape[1]
+    first: dict[bytes, int] = {}
+    for i in np.flatnonzero(ok).tolist():
+        first.setdefault(row_bytes[i * row_width : (i + 1) * row_width], i)
+    if not first:
+        return None
+    sel = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+    candidates, mult, payload, raw, length = (
+        candidates[sel], mult[sel], payload[sel], raw[sel], length[sel]
+    )
+    width, flat = raw.shape[1], raw.tobytes()
+    keys = [flat[i * width : i * width + int(n)] for i, n in enumerate(length.tolist())]
+    digests = digest_keys(params, keys)
+    cells = cells_from_digests(params, digests)
+    checks = checks_from_digests(digests)
+    ok = np.any(cells == candidates[:, None], axis=1)
+    ok &= np.all(table[candidates, -2:] == field.mul(checks, mult[:, None]), axis=1)
+    if not ok.any():
+        return None
+    sel = np.flatnonzero(ok)
+    rows = np.concatenate([np.ones((sel.size, 1), np.uint64), payload[sel], checks[sel]], axis=1)
+    return [keys[i] for i in sel], cells[sel], rows, mult[sel]
