@@ -56,7 +56,7 @@ class EncodedKeys:
 
 def encode(params: IbltParams, keys: Sequence[bytes]) -> EncodedKeys:
     """Encode validated key bytes: vectorised except for one BLAKE2b call per key."""
-    n, m, r = len(keys), params.num_chunks, params.repetitions
+    n, m = len(keys), params.num_chunks
     width = m * CHUNK_BYTES
     payload = np.zeros((n, 1 + m), dtype=np.uint64)
     payload[:, 0] = [len(k) for k in keys]

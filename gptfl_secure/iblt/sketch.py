@@ -99,7 +99,7 @@ class IbltSketch:
 
     @classmethod
     def from_vector(cls, params: IbltParams, vector: np.ndarray) -> IbltSketch:
-        """Inverse of :meth:`to_vector`: a 1-D integer array of ``vector_length`` entries in [0, p)."""
+        """Inverse of :meth:`to_vector`: 1-D integers, ``vector_length`` entries in [0, p)."""
         _require_params(params)
         if not isinstance(vector, np.ndarray):
             raise TypeError(f"vector must be a numpy array, got {type(vector).__name__}")
@@ -196,7 +196,7 @@ class IbltSketch:
                 for key in repeated | {k for k in keys if keys.count(k) > 1}:
                     counts.pop(key, None)
                 break
-            counts.update(zip(keys, field.to_signed(mult).tolist()))
+            counts.update(zip(keys, field.to_signed(mult).tolist(), strict=True))
             contrib = field.neg(field.mul(rows, mult[:, None]))
             dirty = field.add_rows_to_cells(table, cells, contrib)
         complete = consistent and not table.any()

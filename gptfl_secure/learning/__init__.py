@@ -1,0 +1,1 @@
+"""Learning side of GPT-FL: data, partitioning (and, in later issues, models and training)."""

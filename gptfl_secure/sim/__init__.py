@@ -1,0 +1,1 @@
+"""End-to-end GPT-FL simulation: ``python -m gptfl_secure.sim``."""
