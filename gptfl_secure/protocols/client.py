@@ -1,0 +1,288 @@
+"""The client's side of the masked-sum protocol (Bonawitz et al. 2017, Fig. 4; SecAgg+ graph).
+
+``SecAggClient`` is a state machine that takes the server's message bytes for a round and returns
+its own. Any deviation by the server (a malformed, forged or inconsistent message, a round out of
+order, fewer than t parties where t are needed) raises :class:`ProtocolViolation` and the client
+aborts for good: it reveals nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+
+import numpy as np
+
+from . import crypto, shamir
+from . import messages as m
+from .config import STEPS, SecAggConfig
+from .errors import MessageError, ProtocolViolation
+from .graph import neighbours, public_seed
+from .ring import Ring
+
+
+class PeerFate(Enum):
+    PENDING = "pending"  # shares held; the peer's fate is not known yet
+    SURVIVED = "survived"  # in U3: only the self-mask share may be revealed
+    DROPPED = "dropped"  # shared keys but not in U3: only the mask-key share may be revealed
+
+
+class HeldShares:
+    """The two shares a client holds for one peer. Settling the peer's fate deletes the share
+    that must never leave, so no later request can obtain both (Bonawitz et al., Sec. 4)."""
+
+    __slots__ = ("_self_mask", "_mask_key", "fate")
+
+    def __init__(self, self_mask: int, mask_key: int) -> None:
+        self._self_mask: int | None = self_mask
+        self._mask_key: int | None = mask_key
+        self.fate = PeerFate.PENDING
+
+    def settle(self, survived: bool) -> None:
+        if self.fate is not PeerFate.PENDING:
+            raise ProtocolViolation("consistency_check", "server", "a peer's fate is decided once")
+        if survived:
+            self.fate, self._mask_key = PeerFate.SURVIVED, None
+        else:
+            self.fate, self._self_mask = PeerFate.DROPPED, None
+
+    def reveal(self) -> tuple[m.ShareKind, int]:
+        """The one share this peer's fate allows."""
+        if self.fate is PeerFate.SURVIVED:
+            return m.ShareKind.SELF_MASK, self._self_mask
+        if self.fate is PeerFate.DROPPED:
+            return m.ShareKind.MASK_KEY, self._mask_key
+        raise ProtocolViolation("unmasking", "server", "peer's fate was never settled")
+
+
+def pairwise_seed(mask_key: crypto.AgreementKey, peer_public: bytes, session_id: bytes,
+                  u: int, v: int) -> bytes:
+    """PRG seed of the mask shared by u and v: HKDF of their X25519 secret, ordered pair."""
+    return crypto.hkdf(mask_key.agree(peer_public), b"pairwise-mask", session_id, min(u, v),
+                       max(u, v))
+
+
+def self_mask_seed(b: bytes, session_id: bytes, u: int) -> bytes:
+    return crypto.hkdf(b, b"self-mask", session_id, u)
+
+
+def share_encryption_key(enc_key: crypto.AgreementKey, peer_public: bytes, session_id: bytes,
+                         sender: int, recipient: int) -> bytes:
+    """AEAD key for the one message ``sender`` -> ``recipient`` (direction-specific)."""
+    return crypto.hkdf(enc_key.agree(peer_public), b"share-encryption", session_id, sender,
+                       recipient)
+
+
+def share_associated_data(session_id: bytes, sender: int, recipient: int) -> bytes:
+    return session_id + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
+
+
+class SecAggClient:
+    """One client in one session. Secrets live in memory for this session only.
+
+    Args:
+        cfg: the session's public parameters.
+        client_id: this client's enrolled id.
+        identity: its long-term Ed25519 key.
+        identity_keys: every enrolled client's Ed25519 public key (enrolled out of band).
+        session_id: 32 public bytes, fresh per session; bound into every signature, AEAD and PRG.
+    """
+
+    def __init__(self, cfg: SecAggConfig, client_id: int, identity: crypto.IdentityKey,
+                 identity_keys: Mapping[int, bytes], session_id: bytes) -> None:
+        if len(session_id) != m.SESSION_ID_BYTES:
+            raise ValueError(f"session_id must be {m.SESSION_ID_BYTES} bytes")
+        if identity_keys.get(client_id) != identity.public:
+            raise ValueError(f"client {client_id}: identity key is not the enrolled one")
+        self.cfg, self.id, self.session_id = cfg, client_id, session_id
+        self._identity, self._identity_keys = identity, dict(identity_keys)
+        self._next = 0  # index into STEPS of the round this client may run next
+        self._aborted = False
+        self._enc_key = crypto.AgreementKey()
+        self._mask_key = crypto.AgreementKey()
+        self._advertised: dict[int, tuple[bytes, bytes]] = {}
+        self._group: frozenset[int] = frozenset()
+        self._shared: frozenset[int] = frozenset()  # my group members in U2
+        self._held: dict[int, HeldShares] = {}
+        self._survivors: frozenset[int] = frozenset()
+        self._b: bytes | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def _enter(self, step: str) -> None:
+        if self._aborted:
+            raise ProtocolViolation(step, "server", "this client has aborted the session")
+        expected = STEPS[self._next] if self._next < len(STEPS) else "nothing (session done)"
+        if step != expected:
+            self._abort()
+            raise ProtocolViolation(step, "server", f"out of order: expected {expected}")
+        self._next += 1
+
+    def _abort(self) -> None:
+        self._aborted = True
+        self._held.clear()
+        self._b = None
+
+    def _fail(self, step: str, peer: object, reason: str) -> ProtocolViolation:
+        self._abort()
+        return ProtocolViolation(step, peer, reason)
+
+    def _seal(self, type_: m.MsgType, body: bytes) -> bytes:
+        return m.seal(type_, self.session_id, self.id, body, self._identity)
+
+    def _require(self, step: str, members: frozenset[int], what: str) -> None:
+        have = len(members & self._group)
+        if have < self.cfg.threshold:
+            raise self._fail(step, "server", f"only {have} of my group {what} < t={self.cfg.threshold}")
+
+    # ------------------------------------------------------------------ rounds
+    def advertise_keys(self) -> bytes:
+        """Round 0: two fresh X25519 public keys, signed with the identity key."""
+        self._enter("advertise_keys")
+        body = m.advertise_body(self._enc_key.public, self._mask_key.public)
+        self._own_advert = self._seal(m.MsgType.ADVERTISE, body)
+        return self._own_advert
+
+    def share_keys(self, key_list: bytes) -> bytes:
+        """Round 1: verify every advertisement, then Shamir-share b_u and the mask key t-out-of-
+        |group| and encrypt each share pair for its recipient (the server relays ciphertexts)."""
+        step = "share_keys"
+        self._enter(step)
+        try:
+            adverts = m.read_list(m.open_envelope(key_list, m.MsgType.KEY_LIST,
+                                                  self.session_id).body)
+            for raw in adverts:
+                env = m.open_signed(raw, m.MsgType.ADVERTISE, self.session_id, self._identity_keys)
+                if env.sender in self._advertised:
+                    raise MessageError(f"client {env.sender} advertised twice")
+                if env.sender == self.id and raw != self._own_advert:
+                    raise MessageError("my own advertisement was altered")
+                self._advertised[env.sender] = m.read_advertise(env.body)
+        except MessageError as exc:
+            raise self._fail(step, "server", f"bad key list: {exc}") from exc
+        if self.id not in self._advertised:
+            raise self._fail(step, "server", "key list leaves me out")
+        seed = public_seed(self.session_id, {c: e + k for c, (e, k) in self._advertised.items()})
+        peers = neighbours(self._advertised, self.cfg.neighbors, seed)[self.id]
+        self._group = peers | {self.id}
+        self._require(step, frozenset(self._advertised), "advertised keys")
+
+        self._b = crypto.random_bytes()
+        members = sorted(self._group)
+        xs = [v + 1 for v in members]
+        t = self.cfg.threshold
+        b_shares = shamir.split(int.from_bytes(self._b, "big"), xs, t)
+        k_shares = shamir.split(int.from_bytes(self._mask_key.private_bytes(), "big"), xs, t)
+        entries = []
+        for v, sb, sk in zip(members, b_shares, k_shares, strict=True):
+            pb, pk = shamir.to_bytes(sb), shamir.to_bytes(sk)
+            commit_b = crypto.commitment(b"self-mask", self.session_id, self.id, v, pb)
+            commit_k = crypto.commitment(b"mask-key", self.session_id, self.id, v, pk)
+            if v == self.id:
+                self._held[v] = HeldShares(sb, sk)
+                ciphertext = b""
+            else:
+                try:
+                    key = share_encryption_key(self._enc_key, self._advertised[v][0],
+                                               self.session_id, self.id, v)
+                except ValueError as exc:
+                    raise self._fail(step, v, "advertised an invalid X25519 key") from exc
+                ciphertext = crypto.seal(key, pb + pk,
+                                         share_associated_data(self.session_id, self.id, v))
+            entries.append(m.ShareEntry(v, commit_b, commit_k, ciphertext))
+        return self._seal(m.MsgType.SHARES, m.shares_body(entries))
+
+    def masked_input(self, relay: bytes, x: np.ndarray) -> bytes:
+        """Round 2: y_u = x_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv) mod q, over
+        the group members that shared keys with me (U2)."""
+        step = "masked_input"
+        x = self._check_input(x)
+        self._enter(step)
+        try:
+            ciphertexts = m.read_relay(m.open_envelope(relay, m.MsgType.SHARE_RELAY,
+                                                       self.session_id).body)
+        except MessageError as exc:
+            raise self._fail(step, "server", f"bad share relay: {exc}") from exc
+        for v, ciphertext in ciphertexts.items():
+            if v not in self._group or v == self.id:
+                raise self._fail(step, "server", f"relayed shares from non-neighbour {v}")
+            key = share_encryption_key(self._enc_key, self._advertised[v][0], self.session_id,
+                                       v, self.id)
+            plain = crypto.open_sealed(key, ciphertext,
+                                       share_associated_data(self.session_id, v, self.id))
+            if plain is None or len(plain) != 2 * shamir.SHARE_BYTES:
+                raise self._fail(step, v, "share ciphertext does not decrypt")
+            try:
+                sb = shamir.from_bytes(plain[: shamir.SHARE_BYTES])
+                sk = shamir.from_bytes(plain[shamir.SHARE_BYTES :])
+            except ValueError as exc:
+                raise self._fail(step, v, f"bad share: {exc}") from exc
+            self._held[v] = HeldShares(sb, sk)
+        self._shared = frozenset(ciphertexts) | {self.id}
+        self._require(step, self._shared, "shared keys")
+
+        ring = Ring(self.cfg.modulus, self.cfg.vector_length)
+        y = ring.lift(x)
+        ring.add_mask_(y, self_mask_seed(self._b, self.session_id, self.id))
+        for v in sorted(self._shared - {self.id}):
+            seed = pairwise_seed(self._mask_key, self._advertised[v][1], self.session_id, self.id, v)
+            ring.add_mask_(y, seed, +1 if v > self.id else -1)
+        body = m.vector_body(ring.reduce(y), self.cfg.element_bytes)
+        return self._seal(m.MsgType.MASKED_INPUT, body)
+
+    def consistency_check(self, survivors: bytes) -> bytes:
+        """Round 3: check U3 and sign (session id, U3); each peer's fate is settled here."""
+        step = "consistency_check"
+        self._enter(step)
+        try:
+            u3 = m.read_ids(m.open_envelope(survivors, m.MsgType.SURVIVORS,
+                                            self.session_id).body)
+        except MessageError as exc:
+            raise self._fail(step, "server", f"bad survivor list: {exc}") from exc
+        if self.id not in u3:
+            raise self._fail(step, "server", "survivor list leaves me out")
+        if not (u3 & self._group) <= self._shared:
+            raise self._fail(step, "server", "U3 holds group members that never shared keys")
+        self._require(step, u3, "in U3")
+        self._survivors = u3
+        for v, held in self._held.items():
+            held.settle(survived=v in u3)
+        return self._seal(m.MsgType.CONSISTENCY, m.ids_body(u3))
+
+    def unmasking(self, signatures: bytes) -> bytes:
+        """Round 4: verify >= t signatures on the same U3, then reveal exactly one share per
+        peer: of b_v if v survived, of v's mask key if v dropped. Never both: the fate decides."""
+        step = "unmasking"
+        self._enter(step)
+        expected_body = m.ids_body(self._survivors)
+        signers: set[int] = set()
+        try:
+            signed = m.read_list(m.open_envelope(signatures, m.MsgType.SIGNATURES,
+                                                 self.session_id).body)
+            for raw in signed:
+                env = m.open_signed(raw, m.MsgType.CONSISTENCY, self.session_id,
+                                    self._identity_keys)
+                if env.body != expected_body:
+                    raise MessageError(f"client {env.sender} signed a different U3")
+                if env.sender not in self._survivors or env.sender in signers:
+                    raise MessageError(f"unexpected or repeated signer {env.sender}")
+                signers.add(env.sender)
+        except MessageError as exc:
+            raise self._fail(step, "server", f"consistency check failed: {exc}") from exc
+        self._require(step, frozenset(signers), "signed U3")
+        entries = []
+        for v in sorted(self._held):
+            kind, share = self._held[v].reveal()
+            entries.append((v, kind, shamir.to_bytes(share)))
+        out = self._seal(m.MsgType.UNMASK, m.unmask_body(entries))
+        self._abort()  # session over: forget every secret
+        return out
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        d, q = self.cfg.vector_length, self.cfg.modulus
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "ui":
+            raise TypeError(f"client {self.id}: input must be an integer numpy array")
+        if x.shape != (d,):
+            raise ValueError(f"client {self.id}: input has shape {x.shape}, expected ({d},)")
+        if d and (int(x.min()) < 0 or int(x.max()) >= q):
+            raise ValueError(f"client {self.id}: input entries must lie in [0, {q})")
+        return x

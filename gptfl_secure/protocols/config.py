@@ -1,0 +1,63 @@
+"""Public parameters of one masked-sum session, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STEPS = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+"""The protocol's rounds (Bonawitz et al. 2017, Fig. 4), in order."""
+
+MAX_MODULUS = 2**62
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Parameters every party agrees on.
+
+    Args:
+        num_clients: n, the number of enrolled clients.
+        threshold: t. With ``neighbors=None`` (every pair shares masks, Bonawitz et al. 2017) each
+            secret is shared t-out-of-n and every step needs >= t live clients. With
+            ``neighbors=k`` (SecAgg+, Bell et al. 2020) each client shares with its k neighbours of
+            a random k-regular graph, t-out-of-(k+1) counting itself, and t <= k.
+        vector_length: d, entries per input vector.
+        modulus: q in [2, 2^62]; inputs and the sum live in Z_q.
+        neighbors: None for the complete graph, or an even k >= 2 for SecAgg+.
+    """
+
+    num_clients: int
+    threshold: int
+    vector_length: int
+    modulus: int = 2**32
+    neighbors: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_clients", "threshold", "vector_length", "modulus"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"SecAggConfig.{name} must be an int, got {type(value).__name__}")
+        n, t = self.num_clients, self.threshold
+        if n < 1:
+            raise ValueError(f"num_clients={n}: must be >= 1")
+        if not 2 <= self.modulus <= MAX_MODULUS:
+            raise ValueError(f"modulus={self.modulus}: must be in [2, 2^62]")
+        if self.vector_length < 1:
+            raise ValueError(f"vector_length={self.vector_length}: must be >= 1")
+        if self.neighbors is None:
+            if not 1 <= t <= n:
+                raise ValueError(f"threshold={t}: must be in [1, num_clients={n}]")
+        else:
+            k = self.neighbors
+            if not isinstance(k, int) or isinstance(k, bool) or k < 2 or k % 2:
+                raise ValueError(f"neighbors={k}: SecAgg+ needs an even number of neighbours >= 2")
+            if not 1 <= t <= k:
+                raise ValueError(f"threshold={t}: with neighbors={k} it must be in [1, {k}]")
+
+    @property
+    def is_power_of_two(self) -> bool:
+        return self.modulus & (self.modulus - 1) == 0
+
+    @property
+    def element_bytes(self) -> int:
+        """Bytes per vector entry on the wire: 4 when q <= 2^32, else 8."""
+        return 4 if self.modulus <= 2**32 else 8

@@ -1,0 +1,265 @@
+"""The wire format: explicit, versioned, strictly parsed.
+
+Every message is ``header | body`` and, for a client's message, ``| signature``::
+
+    header    = b"GSA" | version (1) | type (1) | session id (32) | sender (u32) | body length (u32)
+    signature = Ed25519 by the sender's identity key over header | body (64 bytes)
+
+The signature binds the session id, the step (type) and the sender, so a message replayed from
+another session, another step or another client fails verification. Parsing checks every length
+and range and rejects trailing bytes; any defect raises :class:`MessageError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from .crypto import KEY_BYTES, SIGNATURE_BYTES, verify
+from .errors import MessageError
+from .shamir import SHARE_BYTES
+
+MAGIC = b"GSA"
+VERSION = 1
+SERVER = 0xFFFFFFFF
+SESSION_ID_BYTES = 32
+_HEADER = struct.Struct(">3sBB32sII")
+MAX_ENTRIES = 1 << 20
+
+
+class MsgType(IntEnum):
+    ADVERTISE = 1  # client: its two X25519 public keys
+    KEY_LIST = 2  # server: the accepted ADVERTISE messages
+    SHARES = 3  # client: per recipient, share commitments and the encrypted share pair
+    SHARE_RELAY = 4  # server -> one client: the ciphertexts addressed to it
+    MASKED_INPUT = 5  # client: y_u
+    SURVIVORS = 6  # server: U3, the clients whose masked input arrived
+    CONSISTENCY = 7  # client: U3, signed
+    SIGNATURES = 8  # server: the CONSISTENCY messages it received
+    UNMASK = 9  # client: per peer, one share (self-mask seed or mask key)
+
+
+CLIENT_TYPES = {MsgType.ADVERTISE, MsgType.SHARES, MsgType.MASKED_INPUT, MsgType.CONSISTENCY,
+                MsgType.UNMASK}
+
+
+class ShareKind(IntEnum):
+    SELF_MASK = 1  # a share of b_v: v's masked input is in the sum
+    MASK_KEY = 2  # a share of v's mask-agreement secret key: v dropped after sharing
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: MsgType
+    session_id: bytes
+    sender: int
+    body: bytes
+    signed_part: bytes  # header | body, what the signature covers
+    signature: bytes | None
+
+
+# ------------------------------------------------------------------- framing
+def seal(type_: MsgType, session_id: bytes, sender: int, body: bytes, identity=None) -> bytes:
+    """Frame ``body``; a client's message is signed with its ``identity`` key."""
+    header = _HEADER.pack(MAGIC, VERSION, int(type_), session_id, sender, len(body))
+    data = header + body
+    return data + identity.sign(data) if identity is not None else data
+
+
+def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope:
+    """Parse the frame of a message of type ``expected`` in ``session_id`` (not the signature)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MessageError(f"a message must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise MessageError(f"message of {len(data)} bytes is shorter than the header")
+    magic, version, type_, sid, sender, body_len = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise MessageError("bad magic: not a gptfl-secure secagg message")
+    if version != VERSION:
+        raise MessageError(f"wire version {version} is not supported (expected {VERSION})")
+    if type_ != expected:
+        raise MessageError(f"expected a {expected.name} message, got type {type_}")
+    if sid != session_id:
+        raise MessageError("message belongs to another session")
+    signed = expected in CLIENT_TYPES
+    total = _HEADER.size + body_len + (SIGNATURE_BYTES if signed else 0)
+    if len(data) != total:
+        raise MessageError(f"{expected.name}: {len(data)} bytes, the header announces {total}")
+    end = _HEADER.size + body_len
+    return Envelope(expected, sid, sender, data[_HEADER.size : end], data[:end],
+                    data[end:] if signed else None)
+
+
+def open_signed(data: bytes, expected: MsgType, session_id: bytes, identity_keys) -> Envelope:
+    """Parse a client's message and verify its signature under the claimed sender's key."""
+    env = open_envelope(data, expected, session_id)
+    public = identity_keys.get(env.sender)
+    if public is None:
+        raise MessageError(f"sender {env.sender} is not an enrolled client")
+    if not verify(public, env.signed_part, env.signature):
+        raise MessageError(f"{expected.name} from {env.sender}: bad signature")
+    return env
+
+
+# ------------------------------------------------------------------- body fields
+class Reader:
+    """Strict cursor over a body: every read is bounds-checked, ``done`` rejects leftovers."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise MessageError(f"truncated body: need {n} bytes at offset {self.pos}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "big")
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def count(self, min_entry_bytes: int) -> int:
+        n = self.u32()
+        if n > MAX_ENTRIES or n * min_entry_bytes > len(self.data) - self.pos:
+            raise MessageError(f"entry count {n} does not fit in the body")
+        return n
+
+    def blob(self) -> bytes:
+        return self.take(self.u32())
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise MessageError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def u32(v: int) -> bytes:
+    return v.to_bytes(4, "big")
+
+
+def blob(b: bytes) -> bytes:
+    return u32(len(b)) + b
+
+
+def ids_body(ids) -> bytes:
+    ids = sorted(ids)
+    return u32(len(ids)) + b"".join(u32(i) for i in ids)
+
+
+def read_ids(body: bytes) -> frozenset[int]:
+    r = Reader(body)
+    ids = [r.u32() for _ in range(r.count(4))]
+    r.done()
+    if ids != sorted(set(ids)):
+        raise MessageError("id list must be strictly increasing")
+    return frozenset(ids)
+
+
+# ------------------------------------------------------------------- per-type bodies
+def advertise_body(enc_pk: bytes, mask_pk: bytes) -> bytes:
+    return enc_pk + mask_pk
+
+
+def read_advertise(body: bytes) -> tuple[bytes, bytes]:
+    r = Reader(body)
+    enc_pk, mask_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
+    r.done()
+    return enc_pk, mask_pk
+
+
+def list_body(messages) -> bytes:
+    messages = list(messages)
+    return u32(len(messages)) + b"".join(blob(m) for m in messages)
+
+
+def read_list(body: bytes) -> list[bytes]:
+    r = Reader(body)
+    out = [r.blob() for _ in range(r.count(4))]
+    r.done()
+    return out
+
+
+@dataclass(frozen=True)
+class ShareEntry:
+    recipient: int
+    commit_self_mask: bytes
+    commit_mask_key: bytes
+    ciphertext: bytes  # empty for the owner's own entry
+
+
+def shares_body(entries: list[ShareEntry]) -> bytes:
+    return u32(len(entries)) + b"".join(
+        u32(e.recipient) + e.commit_self_mask + e.commit_mask_key + blob(e.ciphertext)
+        for e in entries
+    )
+
+
+def read_shares(body: bytes) -> dict[int, ShareEntry]:
+    r = Reader(body)
+    out: dict[int, ShareEntry] = {}
+    for _ in range(r.count(72)):
+        e = ShareEntry(r.u32(), r.take(32), r.take(32), r.blob())
+        if e.recipient in out:
+            raise MessageError(f"two share entries for recipient {e.recipient}")
+        out[e.recipient] = e
+    r.done()
+    return out
+
+
+def relay_body(ciphertexts: dict[int, bytes]) -> bytes:
+    return u32(len(ciphertexts)) + b"".join(
+        u32(s) + blob(c) for s, c in sorted(ciphertexts.items())
+    )
+
+
+def read_relay(body: bytes) -> dict[int, bytes]:
+    r = Reader(body)
+    out: dict[int, bytes] = {}
+    for _ in range(r.count(8)):
+        sender, ct = r.u32(), r.blob()
+        if sender in out:
+            raise MessageError(f"two ciphertexts from sender {sender}")
+        out[sender] = ct
+    r.done()
+    return out
+
+
+def vector_body(y: np.ndarray, element_bytes: int) -> bytes:
+    dtype = "<u4" if element_bytes == 4 else "<u8"
+    return u32(len(y)) + np.ascontiguousarray(y, dtype=dtype).tobytes()
+
+
+def read_vector(body: bytes, d: int, modulus: int, element_bytes: int) -> np.ndarray:
+    r = Reader(body)
+    if r.u32() != d:
+        raise MessageError(f"masked input must have {d} entries")
+    raw = r.take(d * element_bytes)
+    r.done()
+    y = np.frombuffer(raw, dtype="<u4" if element_bytes == 4 else "<u8").astype(np.uint64)
+    if y.size and int(y.max()) >= modulus:
+        raise MessageError(f"masked input entry out of range [0, {modulus})")
+    return y
+
+
+def unmask_body(entries: list[tuple[int, ShareKind, bytes]]) -> bytes:
+    return u32(len(entries)) + b"".join(u32(p) + bytes([k]) + s for p, k, s in entries)
+
+
+def read_unmask(body: bytes) -> dict[int, tuple[ShareKind, bytes]]:
+    r = Reader(body)
+    out: dict[int, tuple[ShareKind, bytes]] = {}
+    for _ in range(r.count(5 + SHARE_BYTES)):
+        peer, kind, share = r.u32(), r.u8(), r.take(SHARE_BYTES)
+        if kind not in (ShareKind.SELF_MASK, ShareKind.MASK_KEY):
+            raise MessageError(f"unknown share kind {kind}")
+        if peer in out:
+            raise MessageError(f"two shares for peer {peer}: a client reveals one share per peer")
+        out[peer] = (ShareKind(kind), share)
+    r.done()
+    return out

@@ -1,0 +1,152 @@
+"""In-process driver: enrolls clients, runs one session of the masked-sum protocol with scripted
+dropouts, and measures seconds and bytes per party and per round.
+
+The runner only moves bytes between :class:`SecAggClient` and :class:`SecAggServer`; any other
+transport (Flower) can carry the same messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import crypto
+from .client import SecAggClient
+from .config import STEPS, SecAggConfig
+from .errors import ProtocolViolation
+from .server import SecAggServer, TranscriptEntry
+
+
+@dataclass
+class SessionStats:
+    """Seconds and bytes per party and per round.
+
+    ``client_seconds[step][cid]`` and ``client_upload_bytes[step][cid]`` for each client that
+    spoke at ``step``; ``server_seconds[step]``; ``server_download_bytes[step]`` sent to clients.
+    """
+
+    client_seconds: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    client_upload_bytes: dict[str, dict[int, int]] = field(
+        default_factory=lambda: defaultdict(dict))
+    server_seconds: dict[str, float] = field(default_factory=dict)
+    server_download_bytes: dict[str, int] = field(default_factory=dict)
+    client_aborts: dict[int, str] = field(default_factory=dict)
+    server_rejected: dict[int, str] = field(default_factory=dict)
+
+    def client_total_seconds(self) -> dict[int, float]:
+        out: dict[int, float] = defaultdict(float)
+        for per_client in self.client_seconds.values():
+            for cid, s in per_client.items():
+                out[cid] += s
+        return dict(out)
+
+    def client_total_upload(self) -> dict[int, int]:
+        out: dict[int, int] = defaultdict(int)
+        for per_client in self.client_upload_bytes.values():
+            for cid, b in per_client.items():
+                out[cid] += b
+        return dict(out)
+
+
+@dataclass(frozen=True)
+class MaskedSumResult:
+    total: np.ndarray
+    included: frozenset[int]
+    transcript: tuple[TranscriptEntry, ...]
+    stats: SessionStats
+
+
+def session_id_for(seed: int | None) -> bytes:
+    """A public session id: fresh random bytes, or derived from ``seed`` for reproducible runs.
+    The seed fixes nothing secret: keys, self-mask seeds and Shamir coefficients always come
+    from the OS CSPRNG."""
+    if seed is None:
+        return crypto.random_bytes(32)
+    return hashlib.sha256(b"gptfl-secure/session/" + str(seed).encode()).digest()
+
+
+def validate_inputs(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
+                    dropouts: Mapping[int, str]) -> None:
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a dict of client id -> vector, got {type(inputs).__name__}")
+    if len(inputs) != cfg.num_clients:
+        raise ValueError(f"{len(inputs)} inputs for num_clients={cfg.num_clients}: give one "
+                         "vector per enrolled client")
+    for cid, x in inputs.items():
+        if not isinstance(cid, int) or not 0 <= cid < 2**32 - 1:
+            raise ValueError(f"client id {cid!r}: must be an int in [0, 2^32 - 1)")
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "ui":
+            raise TypeError(f"input of client {cid} must be an integer numpy array")
+        if x.shape != (cfg.vector_length,):
+            raise ValueError(f"input of client {cid} has shape {x.shape}; vector_length="
+                             f"{cfg.vector_length}")
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= cfg.modulus):
+            raise ValueError(f"input of client {cid} has entries outside [0, {cfg.modulus})")
+    for cid, step in dropouts.items():
+        if cid not in inputs:
+            raise ValueError(f"dropout for unknown client {cid}")
+        if step not in STEPS:
+            raise ValueError(f"dropout step {step!r} for client {cid}: one of {', '.join(STEPS)}")
+
+
+def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
+                   dropouts: Mapping[int, str] | None = None,
+                   seed: int | None = None) -> MaskedSumResult:
+    """Sum ``inputs`` mod ``cfg.modulus`` with the masked-sum protocol, in process.
+
+    ``dropouts[cid] = step`` makes client ``cid`` go silent from ``step`` on. Returns the sum over
+    the included clients (U3); raises :class:`SecAggAbort` below threshold.
+    """
+    dropouts = dict(dropouts or {})
+    validate_inputs(cfg, inputs, dropouts)
+    session_id = session_id_for(seed)
+    identities = {cid: crypto.IdentityKey() for cid in inputs}
+    public = {cid: key.public for cid, key in identities.items()}
+    clients = {cid: SecAggClient(cfg, cid, identities[cid], public, session_id) for cid in inputs}
+    server = SecAggServer(cfg, public, session_id)
+    stats = SessionStats()
+
+    def speaks(cid: int, step: str) -> bool:
+        silent_from = dropouts.get(cid)
+        return cid not in stats.client_aborts and (
+            silent_from is None or STEPS.index(step) < STEPS.index(silent_from))
+
+    def client_round(step: str, to_clients: Mapping[int, bytes] | None) -> dict[int, bytes]:
+        replies = {}
+        recipients = sorted(inputs) if to_clients is None else sorted(to_clients)
+        for cid in recipients:
+            if not speaks(cid, step):
+                continue
+            client = clients[cid]
+            args = () if to_clients is None else (to_clients[cid],)
+            if step == "masked_input":
+                args += (inputs[cid],)
+            start = time.perf_counter()
+            try:
+                reply = getattr(client, step)(*args)
+            except ProtocolViolation as exc:
+                stats.client_aborts[cid] = str(exc)
+                continue
+            finally:
+                stats.client_seconds[step][cid] = time.perf_counter() - start
+            stats.client_upload_bytes[step][cid] = len(reply)
+            replies[cid] = reply
+        return replies
+
+    try:
+        outgoing = None
+        for step in STEPS:
+            replies = client_round(step, outgoing)
+            start = time.perf_counter()
+            outgoing = getattr(server, step)(replies)
+            stats.server_seconds[step] = time.perf_counter() - start
+            if step != "unmasking":
+                stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
+    finally:
+        stats.server_rejected.update(server.rejected)
+    return MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats)

@@ -1,0 +1,265 @@
+"""The server's side of the masked-sum protocol.
+
+``SecAggServer`` takes, for each round, the messages that arrived (as ``(sender, bytes)`` pairs or
+a ``{sender: bytes}`` mapping) and returns the messages to send, ``{recipient: bytes}``. A client
+whose message is malformed, forged, from another session or round, duplicated or inconsistent is
+treated as dropped (``rejected`` says why) and the round goes on. Below ``threshold`` survivors it
+raises :class:`SecAggAbort`; nothing partial is revealed. The server learns the sum over U3 and
+the sets U1..U5, never an individual input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from . import crypto, shamir
+from . import messages as m
+from .client import pairwise_seed, self_mask_seed
+from .config import SecAggConfig
+from .errors import MessageError, SecAggAbort
+from .graph import neighbours, public_seed
+from .ring import Ring
+
+Incoming = Mapping[int, bytes] | Iterable[tuple[int, bytes]]
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message the server received: the round, the transport-level sender, the bytes."""
+
+    step: str
+    sender: int
+    data: bytes
+
+
+@dataclass
+class ServerOutput:
+    total: np.ndarray
+    included: frozenset[int]
+    transcript: tuple[TranscriptEntry, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _is_low_order(public: bytes) -> bool:
+    """X25519 points of small order give an all-zero secret: reject them at advertise time."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+        return False
+    except ValueError:
+        return True
+
+
+class SecAggServer:
+    def __init__(self, cfg: SecAggConfig, identity_keys: Mapping[int, bytes],
+                 session_id: bytes) -> None:
+        if len(session_id) != m.SESSION_ID_BYTES:
+            raise ValueError(f"session_id must be {m.SESSION_ID_BYTES} bytes")
+        if len(identity_keys) != cfg.num_clients:
+            raise ValueError(f"{len(identity_keys)} identity keys for num_clients="
+                             f"{cfg.num_clients}: enroll every client")
+        self.cfg, self.session_id = cfg, session_id
+        self._identity_keys = dict(identity_keys)
+        self.transcript: list[TranscriptEntry] = []
+        self.rejected: dict[int, str] = {}
+        self.seconds: dict[str, float] = {}
+        self._adverts: dict[int, bytes] = {}
+        self._keys: dict[int, tuple[bytes, bytes]] = {}
+        self._groups: dict[int, frozenset[int]] = {}
+        self._commits: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._inputs: dict[int, np.ndarray] = {}
+        self._consistency: dict[int, bytes] = {}
+        self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
+        self._next = "advertise_keys"
+
+    # ------------------------------------------------------------------ plumbing
+    def _collect(self, step: str, incoming: Incoming, expected_senders: frozenset[int],
+                 msg_type: m.MsgType, parse) -> dict[int, object]:
+        """Parse each message; keep one valid message per expected sender, drop the rest."""
+        if self._next != step:
+            raise RuntimeError(f"server is at {self._next}, not {step}: drive rounds in order")
+        pairs = incoming.items() if isinstance(incoming, Mapping) else incoming
+        seen: dict[int, object] = {}
+        duplicated: set[int] = set()
+        for sender, data in pairs:
+            self.transcript.append(TranscriptEntry(step, sender, bytes(data)))
+            if sender in seen or sender in duplicated:
+                duplicated.add(sender)
+                seen.pop(sender, None)
+                self.rejected[sender] = f"{step}: duplicated message"
+                continue
+            if sender not in expected_senders:
+                self.rejected.setdefault(sender, f"{step}: not expected at this round")
+                continue
+            try:
+                env = m.open_signed(data, msg_type, self.session_id, self._identity_keys)
+                if env.sender != sender:
+                    raise MessageError(f"signed by {env.sender}, delivered by {sender}")
+                seen[sender] = parse(self, env)
+            except MessageError as exc:
+                self.rejected[sender] = f"{step}: {exc}"
+        return seen
+
+    def _abort_below_threshold(self, step: str, survivors: frozenset[int]) -> None:
+        if len(survivors) < self.cfg.threshold:
+            self._next = "aborted"
+            raise SecAggAbort(step, len(survivors), self.cfg.threshold)
+
+    def _timed(self, step: str, start: float) -> None:
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
+
+    # ------------------------------------------------------------------ parsers
+    def _parse_advertise(self, env: m.Envelope):
+        enc_pk, mask_pk = m.read_advertise(env.body)
+        if _is_low_order(enc_pk) or _is_low_order(mask_pk):
+            raise MessageError("advertised a small-order X25519 key")
+        return enc_pk, mask_pk
+
+
+    def _parse_shares(self, env: m.Envelope):
+        entries = m.read_shares(env.body)
+        if set(entries) != self._groups[env.sender]:
+            raise MessageError("share entries must address exactly the sender's group")
+        for v, e in entries.items():
+            if (v == env.sender) != (e.ciphertext == b""):
+                raise MessageError("a ciphertext for each peer, none for the sender itself")
+        return entries
+
+
+    def _parse_masked(self, env: m.Envelope):
+        return m.read_vector(env.body, self.cfg.vector_length, self.cfg.modulus,
+                             self.cfg.element_bytes)
+
+
+    def _parse_consistency(self, env: m.Envelope):
+        if env.body != m.ids_body(self.u3):
+            raise MessageError("signed a different U3")
+        return env.signed_part + env.signature
+
+
+    def _parse_unmask(self, env: m.Envelope):
+        """One share per group peer in U2, of the kind U3 dictates, matching its commitment."""
+        w = env.sender
+        entries = m.read_unmask(env.body)
+        if set(entries) != self._groups[w] & self.u2:
+            raise MessageError("must hold exactly one share for each group peer in U2")
+        out = {}
+        for v, (kind, share) in entries.items():
+            want = m.ShareKind.SELF_MASK if v in self.u3 else m.ShareKind.MASK_KEY
+            if kind is not want:
+                raise MessageError(f"revealed the {kind.name} share of peer {v}")
+            commit_b, commit_k = self._commits[(v, w)]
+            purpose, commit = ((b"self-mask", commit_b) if kind is m.ShareKind.SELF_MASK
+                               else (b"mask-key", commit_k))
+            if crypto.commitment(purpose, self.session_id, v, w, share) != commit:
+                raise MessageError(f"share of peer {v} does not match its commitment")
+            out[v] = shamir.from_bytes(share)
+        return out
+
+
+    # ------------------------------------------------------------------ rounds
+    def advertise_keys(self, incoming: Incoming) -> dict[int, bytes]:
+        """Round 0 -> the signed key list, to every client in U1."""
+        start = time.perf_counter()
+        got = self._collect("advertise_keys", incoming, frozenset(self._identity_keys),
+                            m.MsgType.ADVERTISE, SecAggServer._parse_advertise)
+        self.u1 = frozenset(got)
+        self._abort_below_threshold("advertise_keys", self.u1)
+        self._keys = dict(got)
+        self._adverts = {e.sender: e.data for e in self.transcript
+                         if e.step == "advertise_keys" and e.sender in self.u1}
+        seed = public_seed(self.session_id, {c: e + k for c, (e, k) in self._keys.items()})
+        self._groups = {c: p | {c} for c, p in
+                        neighbours(self.u1, self.cfg.neighbors, seed).items()}
+        msg = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER,
+                     m.list_body(self._adverts[c] for c in sorted(self.u1)))
+        self._next = "share_keys"
+        self._timed("advertise_keys", start)
+        return dict.fromkeys(sorted(self.u1), msg)
+
+    def share_keys(self, incoming: Incoming) -> dict[int, bytes]:
+        """Round 1 -> to each client in U2, the ciphertexts its group members in U2 sent it."""
+        start = time.perf_counter()
+        got = self._collect("share_keys", incoming, self.u1, m.MsgType.SHARES, SecAggServer._parse_shares)
+        self.u2 = frozenset(got)
+        self._abort_below_threshold("share_keys", self.u2)
+        out = {}
+        for v in sorted(self.u2):
+            ciphertexts = {u: got[u][v].ciphertext for u in self._groups[v] & self.u2 if u != v}
+            out[v] = m.seal(m.MsgType.SHARE_RELAY, self.session_id, m.SERVER,
+                            m.relay_body(ciphertexts))
+        for u, entries in got.items():
+            for v, e in entries.items():
+                self._commits[(u, v)] = (e.commit_self_mask, e.commit_mask_key)
+        self._next = "masked_input"
+        self._timed("share_keys", start)
+        return out
+
+    def masked_input(self, incoming: Incoming) -> dict[int, bytes]:
+        """Round 2 -> U3, the clients whose masked input arrived, to each of them."""
+        start = time.perf_counter()
+        self._inputs = self._collect("masked_input", incoming, self.u2,
+                                     m.MsgType.MASKED_INPUT, SecAggServer._parse_masked)
+        self.u3 = frozenset(self._inputs)
+        self._abort_below_threshold("masked_input", self.u3)
+        msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, m.ids_body(self.u3))
+        self._next = "consistency_check"
+        self._timed("masked_input", start)
+        return dict.fromkeys(sorted(self.u3), msg)
+
+    def consistency_check(self, incoming: Incoming) -> dict[int, bytes]:
+        """Round 3 -> every signature on U3, to each signer."""
+        start = time.perf_counter()
+        self._consistency = self._collect("consistency_check", incoming, self.u3,
+                                          m.MsgType.CONSISTENCY, SecAggServer._parse_consistency)
+        self.u4 = frozenset(self._consistency)
+        self._abort_below_threshold("consistency_check", self.u4)
+        msg = m.seal(m.MsgType.SIGNATURES, self.session_id, m.SERVER,
+                     m.list_body(self._consistency[c] for c in sorted(self.u4)))
+        self._next = "unmasking"
+        self._timed("consistency_check", start)
+        return dict.fromkeys(sorted(self.u4), msg)
+
+    def unmasking(self, incoming: Incoming) -> ServerOutput:
+        """Round 4: rebuild b_u for u in U3 and the mask keys of U2 \\ U3, and unmask the sum."""
+        start = time.perf_counter()
+        got = self._collect("unmasking", incoming, self.u4, m.MsgType.UNMASK, SecAggServer._parse_unmask)
+        self.u5 = frozenset(got)
+        self._abort_below_threshold("unmasking", self.u5)
+        t = self.cfg.threshold
+        ring = Ring(self.cfg.modulus, self.cfg.vector_length)
+        total = ring.zeros()
+        for u in sorted(self.u3):
+            ring.add_(total, self._inputs[u].astype(ring.dtype))
+        for u in sorted(self.u3):
+            b = self._rebuild(u, got, t).to_bytes(32, "big")
+            ring.add_mask_(total, self_mask_seed(b, self.session_id, u), -1)
+        for v in sorted(self.u2 - self.u3):
+            secret = self._rebuild(v, got, t).to_bytes(32, "big")
+            key = crypto.AgreementKey.from_private_bytes(secret)
+            if key.public != self._keys[v][1]:
+                self._next = "aborted"
+                raise SecAggAbort("unmasking", len(self.u5), t,
+                                  f"mask key of client {v} does not match its advertised key")
+            for u in sorted(self._groups[v] & self.u3):
+                seed = pairwise_seed(key, self._keys[u][1], self.session_id, u, v)
+                ring.add_mask_(total, seed, -1 if v > u else +1)  # undo u's +/- PRG(s_uv)
+        self._next = "done"
+        self._timed("unmasking", start)
+        return ServerOutput(ring.reduce(total), self.u3, tuple(self.transcript), dict(self.seconds))
+
+    def _rebuild(self, owner: int, got: dict[int, dict[int, int]], t: int) -> int:
+        points = [(w + 1, got[w][owner]) for w in sorted(self._groups[owner] & self.u5)]
+        if len(points) < t:
+            self._next = "aborted"
+            raise SecAggAbort("unmasking", len(points), t, f"too few shares for client {owner}")
+        secret = shamir.reconstruct(points, t)
+        if secret >= 2**256:
+            self._next = "aborted"
+            raise SecAggAbort("unmasking", len(points), t,
+                              f"client {owner}'s shares do not lie on one polynomial")
+        return secret
