@@ -132,7 +132,8 @@ class SecAggClient:
     def _require(self, step: str, members: frozenset[int], what: str) -> None:
         have = len(members & self._group)
         if have < self.cfg.threshold:
-            raise self._fail(step, "server", f"only {have} of my group {what} < t={self.cfg.threshold}")
+            t = self.cfg.threshold
+            raise self._fail(step, "server", f"only {have} of my group {what} < t={t}")
 
     # ------------------------------------------------------------------ rounds
     def advertise_keys(self) -> bytes:
@@ -224,7 +225,8 @@ class SecAggClient:
         y = ring.lift(x)
         ring.add_mask_(y, self_mask_seed(self._b, self.session_id, self.id))
         for v in sorted(self._shared - {self.id}):
-            seed = pairwise_seed(self._mask_key, self._advertised[v][1], self.session_id, self.id, v)
+            peer_public = self._advertised[v][1]
+            seed = pairwise_seed(self._mask_key, peer_public, self.session_id, self.id, v)
             ring.add_mask_(y, seed, +1 if v > self.id else -1)
         body = m.vector_body(ring.reduce(y), self.cfg.element_bytes)
         return self._seal(m.MsgType.MASKED_INPUT, body)

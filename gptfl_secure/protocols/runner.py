@@ -73,7 +73,7 @@ def session_id_for(seed: int | None) -> bytes:
 def validate_inputs(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
                     dropouts: Mapping[int, str]) -> None:
     if not isinstance(inputs, Mapping):
-        raise TypeError(f"inputs must be a dict of client id -> vector, got {type(inputs).__name__}")
+        raise TypeError(f"inputs must map client id -> vector, got {type(inputs).__name__}")
     if len(inputs) != cfg.num_clients:
         raise ValueError(f"{len(inputs)} inputs for num_clients={cfg.num_clients}: give one "
                          "vector per enrolled client")

@@ -184,7 +184,8 @@ class SecAggServer:
     def share_keys(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 1 -> to each client in U2, the ciphertexts its group members in U2 sent it."""
         start = time.perf_counter()
-        got = self._collect("share_keys", incoming, self.u1, m.MsgType.SHARES, SecAggServer._parse_shares)
+        got = self._collect("share_keys", incoming, self.u1, m.MsgType.SHARES,
+                            SecAggServer._parse_shares)
         self.u2 = frozenset(got)
         self._abort_below_threshold("share_keys", self.u2)
         out = {}
@@ -227,7 +228,8 @@ class SecAggServer:
     def unmasking(self, incoming: Incoming) -> ServerOutput:
         """Round 4: rebuild b_u for u in U3 and the mask keys of U2 \\ U3, and unmask the sum."""
         start = time.perf_counter()
-        got = self._collect("unmasking", incoming, self.u4, m.MsgType.UNMASK, SecAggServer._parse_unmask)
+        got = self._collect("unmasking", incoming, self.u4, m.MsgType.UNMASK,
+                            SecAggServer._parse_unmask)
         self.u5 = frozenset(got)
         self._abort_below_threshold("unmasking", self.u5)
         t = self.cfg.threshold
