@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,13 +94,18 @@ def validate_inputs(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
             raise ValueError(f"dropout step {step!r} for client {cid}: one of {', '.join(STEPS)}")
 
 
+Tamper = Callable[[str, int, bytes], bytes | None]
+
+
 def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
                    dropouts: Mapping[int, str] | None = None,
-                   seed: int | None = None) -> MaskedSumResult:
+                   seed: int | None = None, *, tamper: Tamper | None = None) -> MaskedSumResult:
     """Sum ``inputs`` mod ``cfg.modulus`` with the masked-sum protocol, in process.
 
-    ``dropouts[cid] = step`` makes client ``cid`` go silent from ``step`` on. Returns the sum over
-    the included clients (U3); raises :class:`SecAggAbort` below threshold.
+    ``dropouts[cid] = step`` makes client ``cid`` go silent from ``step`` on. ``tamper(step,
+    sender, data)``, for testing, stands in for a hostile network: it returns the bytes the
+    server receives instead of ``data``, or None to lose the message. Returns the sum over the
+    included clients (U3); raises :class:`SecAggAbort` below threshold.
     """
     dropouts = dict(dropouts or {})
     validate_inputs(cfg, inputs, dropouts)
@@ -135,7 +140,10 @@ def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
             finally:
                 stats.client_seconds[step][cid] = time.perf_counter() - start
             stats.client_upload_bytes[step][cid] = len(reply)
-            replies[cid] = reply
+            if tamper is not None:
+                reply = tamper(step, cid, reply)
+            if reply is not None:
+                replies[cid] = reply
         return replies
 
     try:
