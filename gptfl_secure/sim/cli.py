@@ -1,8 +1,9 @@
 """Command line of ``python -m gptfl_secure.sim``.
 
 This stage runs label-union discovery (GPT-FL step 1) on the embedded default: scikit-learn's
-digits over ``--clients`` clients with a Dirichlet(``--alpha``) label skew. The federated rounds,
-the synthetic stage and secure aggregation join in later stages (see README).
+digits over ``--clients`` clients with a Dirichlet(``--alpha``) label skew, each client's IBLT
+sketch summed through the masked-sum protocol. The federated rounds and the synthetic stage
+join in later stages (see README).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from ..iblt import IbltParams
 from ..learning.data import load_digits_split
 from ..learning.partition import dirichlet_partition
+from .aggregation import SECAGG_MODES, make_aggregator
 from .label_discovery import discover_labels
 
 
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet label skew (> 0)")
     p.add_argument("--min-client-size", type=int, default=5, help="examples per client (>= 1)")
     p.add_argument("--label-capacity", type=int, default=50, help="IBLT capacity (>= 1)")
+    p.add_argument("--secagg", default="full", choices=SECAGG_MODES,
+                   help="masked sum over the complete graph (full), SecAgg+ (plus), or a plain "
+                        "sum that shows the server every vector (off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition and the IBLT")
     p.add_argument("--out", type=Path, default=None, help="output folder (runs/<timestamp>/)")
     return p
@@ -57,16 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
     train, _test = load_digits_split(seed=args.seed)
-    parts = dirichlet_partition(
-        train.y, args.clients, args.alpha, min_size=args.min_client_size, seed=args.seed
-    )
+    try:
+        parts = dirichlet_partition(
+            train.y, args.clients, args.alpha, min_size=args.min_client_size, seed=args.seed
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     client_labels = {
         cid: {train.label_names[int(y)] for y in np.unique(train.y[idx])}
         for cid, idx in enumerate(parts)
     }
-    print(f"[1/1] label discovery: {args.clients} clients, Dirichlet({args.alpha}) label skew")
+    print(f"[1/1] label discovery: {args.clients} clients, Dirichlet({args.alpha}) label skew, "
+          f"sketches summed with secagg={args.secagg}")
     params = IbltParams(capacity=args.label_capacity, seed=args.seed)
-    found = discover_labels(client_labels, params)
+    found = discover_labels(client_labels, params, make_aggregator(args.secagg))
     print(f"participants: {found.participants}")
     print(f"labels (complete={found.complete}): {json.dumps(found.counts)}")
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..iblt import IbltParams, IbltSketch
-from .aggregation import Aggregator, plain_sum
+from .aggregation import Aggregator, SecureAggregator
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,18 @@ class LabelDiscovery:
 def discover_labels(
     client_labels: Mapping[int, set[str]],
     params: IbltParams,
-    aggregate: Aggregator = plain_sum,
+    aggregate: Aggregator | None = None,
     *,
     retries: int = 1,
 ) -> LabelDiscovery:
     """Sum the clients' label sketches and decode the histogram.
 
     An incomplete decode (more distinct labels than ``params.capacity``) is retried up to
-    ``retries`` times with double the capacity, each retry a fresh aggregation. The returned
-    counts are exact for every label listed, complete or not.
+    ``retries`` times with double the capacity, each retry a fresh aggregation session. The
+    returned counts are exact for every label listed, complete or not. The default aggregator is
+    the masked-sum protocol over the complete graph, modulo the IBLT's prime.
     """
+    aggregate = aggregate or SecureAggregator("full")
     if not client_labels:
         raise ValueError("label discovery needs at least one client")
     attempts = 0

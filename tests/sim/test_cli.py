@@ -27,6 +27,8 @@ def test_default_run_discovers_all_digit_labels(tmp_path, capsys):
         ("--label-capacity", "-3", "--label-capacity -3: must be >= 1"),
         ("--seed", "-1", "--seed -1"),
         ("--dataset", "cifar", "invalid choice"),
+        ("--secagg", "maybe", "invalid choice"),
+        ("--clients", "1000", "min_size=5 for 1000 clients"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flag, value, message):
@@ -43,3 +45,12 @@ def test_module_entry_point_runs(tmp_path):
         capture_output=True, text=True, check=True,
     )
     assert "participants: 10" in done.stdout
+
+
+@pytest.mark.parametrize("mode", ["plus", "off"])
+def test_every_secagg_mode_gives_the_same_histogram(tmp_path, mode):
+    runs = {}
+    for m in ("full", mode):
+        assert main(["--secagg", m, "--clients", "30", "--out", str(tmp_path / m)]) == 0
+        runs[m] = json.loads((tmp_path / m / "metrics.json").read_text())["label_discovery"]
+    assert runs["full"] == runs[mode]
