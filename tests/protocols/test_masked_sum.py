@@ -1,4 +1,4 @@
-"""The masked sum is exact for any dropout schedule with >= t survivors, and aborts cleanly below."""
+"""The masked sum is exact for any dropout schedule with >= t survivors; below t it aborts."""
 
 import numpy as np
 import pytest
