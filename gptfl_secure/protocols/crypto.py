@@ -3,8 +3,9 @@
 * X25519 key agreement and AES-256-GCM: ``cryptography``.
 * HKDF-SHA256: ``cryptography``; every derived key is domain-separated by a purpose label, the
   session id and the ordered pair (or single party) it belongs to.
-* Ed25519 signatures: ``pynacl`` (measured 1.7x faster than ``cryptography`` for signing and
-  1.8x for verifying on this machine, benches/secagg_bench.py).
+* Ed25519 signatures: ``pynacl``, measured faster than ``cryptography`` here, about 2x for
+  verification, which dominates (every client verifies every peer's signatures):
+  benches/primitives_bench.py.
 """
 
 from __future__ import annotations
