@@ -236,3 +236,19 @@ def test_bad_inputs_are_rejected_before_any_work(inputs, dropouts, error, match)
     cfg = SecAggConfig(num_clients=4, threshold=3, vector_length=4)
     with pytest.raises(error, match=match):
         run_masked_sum(cfg, inputs, dropouts)
+
+
+def test_duplicated_message_drops_its_sender():
+    """Two messages from one sender in one round: neither is trusted, the sender is dropped."""
+    from gptfl_secure.protocols import IdentityKey, SecAggClient, SecAggServer
+
+    cfg = SecAggConfig(num_clients=4, threshold=3, vector_length=4)
+    sid = b"d" * 32
+    ids = {i: IdentityKey() for i in range(4)}
+    public = {i: k.public for i, k in ids.items()}
+    clients = {i: SecAggClient(cfg, i, ids[i], public, sid) for i in range(4)}
+    server = SecAggServer(cfg, public, sid)
+    adverts = [(i, c.advertise_keys()) for i, c in clients.items()]
+    out = server.advertise_keys(adverts + [adverts[0]])
+    assert 0 not in out and server.rejected[0] == "advertise_keys: duplicated message"
+    assert sorted(out) == [1, 2, 3]
