@@ -27,7 +27,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) benches/iblt_bench.py
+	for b in benches/*_bench.py; do $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
 	$(PY) -m ruff check gptfl_secure tests benches
