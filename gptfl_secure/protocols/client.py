@@ -190,7 +190,9 @@ class SecAggClient:
                 ciphertext = crypto.seal(key, pb + pk,
                                          share_associated_data(self.session_id, self.id, v))
             entries.append(m.ShareEntry(v, commit_b, commit_k, ciphertext))
-        return self._seal(m.MsgType.SHARES, m.shares_body(entries))
+        secret_commitment = crypto.commitment(b"self-mask-seed", self.session_id, self.id,
+                                              self.id, self._b)
+        return self._seal(m.MsgType.SHARES, m.shares_body(secret_commitment, entries))
 
     def masked_input(self, relay: bytes, x: np.ndarray) -> bytes:
         """Round 2: y_u = x_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv) mod q, over

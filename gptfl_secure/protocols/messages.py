@@ -3,7 +3,10 @@
 Every message is ``header | body`` and, for a client's message, ``| signature``::
 
     header    = b"GSA" | version (1) | type (1) | session id (32) | sender (u32) | body length (u32)
-    signature = Ed25519 by the sender's identity key over header | body (64 bytes)
+    signature = Ed25519 by the sender's identity key over SHA-256(domain | header | body)
+
+Signing a domain-separated SHA-256 digest (hash-then-sign) keeps verification of a 400 KB
+masked input as cheap as that of a short message (pynacl would copy the whole message twice).
 
 The signature binds the session id, the step (type) and the sender, so a message replayed from
 another session, another step or another client fails verification. Parsing checks every length
@@ -12,13 +15,14 @@ and range and rejects trailing bytes; any defect raises :class:`MessageError`.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-from .crypto import KEY_BYTES, SIGNATURE_BYTES, verify
+from .crypto import DOMAIN, KEY_BYTES, SIGNATURE_BYTES, verify
 from .errors import MessageError
 from .shamir import SHARE_BYTES
 
@@ -62,11 +66,16 @@ class Envelope:
 
 
 # ------------------------------------------------------------------- framing
+def signing_digest(signed_part: bytes) -> bytes:
+    """What a client's Ed25519 signature covers: SHA-256 of the domain, header and body."""
+    return hashlib.sha256(DOMAIN + b"message|" + signed_part).digest()
+
+
 def seal(type_: MsgType, session_id: bytes, sender: int, body: bytes, identity=None) -> bytes:
     """Frame ``body``; a client's message is signed with its ``identity`` key."""
     header = _HEADER.pack(MAGIC, VERSION, int(type_), session_id, sender, len(body))
     data = header + body
-    return data + identity.sign(data) if identity is not None else data
+    return data + identity.sign(signing_digest(data)) if identity is not None else data
 
 
 def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope:
@@ -100,7 +109,7 @@ def open_signed(data: bytes, expected: MsgType, session_id: bytes, identity_keys
     public = identity_keys.get(env.sender)
     if public is None:
         raise MessageError(f"sender {env.sender} is not an enrolled client")
-    if not verify(public, env.signed_part, env.signature):
+    if not verify(public, signing_digest(env.signed_part), env.signature):
         raise MessageError(f"{expected.name} from {env.sender}: bad signature")
     return env
 
@@ -121,9 +130,6 @@ class Reader:
 
     def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
-
-    def u8(self) -> int:
-        return self.take(1)[0]
 
     def count(self, min_entry_bytes: int) -> int:
         n = self.u32()
@@ -193,23 +199,38 @@ class ShareEntry:
     ciphertext: bytes  # empty for the owner's own entry
 
 
-def shares_body(entries: list[ShareEntry]) -> bytes:
-    return u32(len(entries)) + b"".join(
-        u32(e.recipient) + e.commit_self_mask + e.commit_mask_key + blob(e.ciphertext)
+_SHARE_ENTRY = struct.Struct(">I32s32sI")
+
+
+def shares_body(secret_commitment: bytes, entries: list[ShareEntry]) -> bytes:
+    """The owner's commitment to b_u, then per recipient: share commitments and ciphertext."""
+    return secret_commitment + u32(len(entries)) + b"".join(
+        _SHARE_ENTRY.pack(e.recipient, e.commit_self_mask, e.commit_mask_key, len(e.ciphertext))
+        + e.ciphertext
         for e in entries
     )
 
 
-def read_shares(body: bytes) -> dict[int, ShareEntry]:
+def read_shares(body: bytes) -> tuple[bytes, dict[int, ShareEntry]]:
     r = Reader(body)
+    secret_commitment = r.take(32)
+    count = r.count(_SHARE_ENTRY.size)
     out: dict[int, ShareEntry] = {}
-    for _ in range(r.count(72)):
-        e = ShareEntry(r.u32(), r.take(32), r.take(32), r.blob())
-        if e.recipient in out:
-            raise MessageError(f"two share entries for recipient {e.recipient}")
-        out[e.recipient] = e
+    data, pos = r.data, r.pos
+    for _ in range(count):
+        if pos + _SHARE_ENTRY.size > len(data):
+            raise MessageError("truncated share entry")
+        recipient, commit_b, commit_k, ct_len = _SHARE_ENTRY.unpack_from(data, pos)
+        pos += _SHARE_ENTRY.size
+        if pos + ct_len > len(data):
+            raise MessageError("truncated share ciphertext")
+        if recipient in out:
+            raise MessageError(f"two share entries for recipient {recipient}")
+        out[recipient] = ShareEntry(recipient, commit_b, commit_k, data[pos : pos + ct_len])
+        pos += ct_len
+    r.pos = pos
     r.done()
-    return out
+    return secret_commitment, out
 
 
 def relay_body(ciphertexts: dict[int, bytes]) -> bytes:
@@ -247,19 +268,24 @@ def read_vector(body: bytes, d: int, modulus: int, element_bytes: int) -> np.nda
     return y
 
 
+_UNMASK_ENTRY = struct.Struct(f">IB{SHARE_BYTES}s")
+
+
 def unmask_body(entries: list[tuple[int, ShareKind, bytes]]) -> bytes:
-    return u32(len(entries)) + b"".join(u32(p) + bytes([k]) + s for p, k, s in entries)
+    return u32(len(entries)) + b"".join(_UNMASK_ENTRY.pack(p, k, s) for p, k, s in entries)
 
 
 def read_unmask(body: bytes) -> dict[int, tuple[ShareKind, bytes]]:
     r = Reader(body)
+    count = r.count(_UNMASK_ENTRY.size)
+    entries = r.take(count * _UNMASK_ENTRY.size)
+    r.done()
     out: dict[int, tuple[ShareKind, bytes]] = {}
-    for _ in range(r.count(5 + SHARE_BYTES)):
-        peer, kind, share = r.u32(), r.u8(), r.take(SHARE_BYTES)
-        if kind not in (ShareKind.SELF_MASK, ShareKind.MASK_KEY):
+    kinds = {int(k): k for k in ShareKind}
+    for peer, kind, share in _UNMASK_ENTRY.iter_unpack(entries):
+        if kind not in kinds:
             raise MessageError(f"unknown share kind {kind}")
         if peer in out:
             raise MessageError(f"two shares for peer {peer}: a client reveals one share per peer")
-        out[peer] = (ShareKind(kind), share)
-    r.done()
+        out[peer] = (kinds[kind], share)
     return out

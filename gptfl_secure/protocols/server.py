@@ -71,6 +71,7 @@ class SecAggServer:
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self._groups: dict[int, frozenset[int]] = {}
         self._commits: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._secret_commits: dict[int, bytes] = {}
         self._inputs: dict[int, np.ndarray] = {}
         self._consistency: dict[int, bytes] = {}
         self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
@@ -121,13 +122,13 @@ class SecAggServer:
 
 
     def _parse_shares(self, env: m.Envelope):
-        entries = m.read_shares(env.body)
+        secret_commitment, entries = m.read_shares(env.body)
         if set(entries) != self._groups[env.sender]:
             raise MessageError("share entries must address exactly the sender's group")
         for v, e in entries.items():
             if (v == env.sender) != (e.ciphertext == b""):
                 raise MessageError("a ciphertext for each peer, none for the sender itself")
-        return entries
+        return secret_commitment, entries
 
 
     def _parse_masked(self, env: m.Envelope):
@@ -142,23 +143,18 @@ class SecAggServer:
 
 
     def _parse_unmask(self, env: m.Envelope):
-        """One share per group peer in U2, of the kind U3 dictates, matching its commitment."""
-        w = env.sender
+        """One share per group peer in U2, of the kind U3 dictates. Shares are checked against
+        their commitments only if a reconstruction fails its check (see ``_rebuild``)."""
         entries = m.read_unmask(env.body)
-        if set(entries) != self._groups[w] & self.u2:
+        if set(entries) != self._groups[env.sender] & self.u2:
             raise MessageError("must hold exactly one share for each group peer in U2")
-        out = {}
         for v, (kind, share) in entries.items():
             want = m.ShareKind.SELF_MASK if v in self.u3 else m.ShareKind.MASK_KEY
             if kind is not want:
                 raise MessageError(f"revealed the {kind.name} share of peer {v}")
-            commit_b, commit_k = self._commits[(v, w)]
-            purpose, commit = ((b"self-mask", commit_b) if kind is m.ShareKind.SELF_MASK
-                               else (b"mask-key", commit_k))
-            if crypto.commitment(purpose, self.session_id, v, w, share) != commit:
-                raise MessageError(f"share of peer {v} does not match its commitment")
-            out[v] = shamir.from_bytes(share)
-        return out
+            if int.from_bytes(share, "big") >= shamir.PRIME:
+                raise MessageError(f"share of peer {v} is not a field element")
+        return {v: share for v, (_, share) in entries.items()}
 
 
     # ------------------------------------------------------------------ rounds
@@ -190,10 +186,11 @@ class SecAggServer:
         self._abort_below_threshold("share_keys", self.u2)
         out = {}
         for v in sorted(self.u2):
-            ciphertexts = {u: got[u][v].ciphertext for u in self._groups[v] & self.u2 if u != v}
+            ciphertexts = {u: got[u][1][v].ciphertext for u in self._groups[v] & self.u2 if u != v}
             out[v] = m.seal(m.MsgType.SHARE_RELAY, self.session_id, m.SERVER,
                             m.relay_body(ciphertexts))
-        for u, entries in got.items():
+        for u, (secret_commitment, entries) in got.items():
+            self._secret_commits[u] = secret_commitment
             for v, e in entries.items():
                 self._commits[(u, v)] = (e.commit_self_mask, e.commit_mask_key)
         self._next = "masked_input"
@@ -238,15 +235,11 @@ class SecAggServer:
         for u in sorted(self.u3):
             ring.add_(total, self._inputs[u].astype(ring.dtype))
         for u in sorted(self.u3):
-            b = self._rebuild(u, got, t).to_bytes(32, "big")
+            b = self._rebuild(u, m.ShareKind.SELF_MASK, got, t)
             ring.add_mask_(total, self_mask_seed(b, self.session_id, u), -1)
         for v in sorted(self.u2 - self.u3):
-            secret = self._rebuild(v, got, t).to_bytes(32, "big")
-            key = crypto.AgreementKey.from_private_bytes(secret)
-            if key.public != self._keys[v][1]:
-                self._next = "aborted"
-                raise SecAggAbort("unmasking", len(self.u5), t,
-                                  f"mask key of client {v} does not match its advertised key")
+            key = crypto.AgreementKey.from_private_bytes(
+                self._rebuild(v, m.ShareKind.MASK_KEY, got, t))
             for u in sorted(self._groups[v] & self.u3):
                 seed = pairwise_seed(key, self._keys[u][1], self.session_id, u, v)
                 ring.add_mask_(total, seed, -1 if v > u else +1)  # undo u's +/- PRG(s_uv)
@@ -254,14 +247,45 @@ class SecAggServer:
         self._timed("unmasking", start)
         return ServerOutput(ring.reduce(total), self.u3, tuple(self.transcript), dict(self.seconds))
 
-    def _rebuild(self, owner: int, got: dict[int, dict[int, int]], t: int) -> int:
-        points = [(w + 1, got[w][owner]) for w in sorted(self._groups[owner] & self.u5)]
-        if len(points) < t:
+    def _secret_checks(self, owner: int, kind: m.ShareKind, secret: bytes) -> bool:
+        """Is ``secret`` the one ``owner`` committed to (b_u) or advertised (its mask key)?"""
+        if kind is m.ShareKind.SELF_MASK:
+            commitment = crypto.commitment(b"self-mask-seed", self.session_id, owner, owner, secret)
+            return commitment == self._secret_commits[owner]
+        return crypto.AgreementKey.from_private_bytes(secret).public == self._keys[owner][1]
+
+    def _share_checks(self, owner: int, holder: int, kind: m.ShareKind, share: bytes) -> bool:
+        commit_b, commit_k = self._commits[(owner, holder)]
+        purpose, commit = ((b"self-mask", commit_b) if kind is m.ShareKind.SELF_MASK
+                           else (b"mask-key", commit_k))
+        return crypto.commitment(purpose, self.session_id, owner, holder, share) == commit
+
+    def _rebuild(self, owner: int, kind: m.ShareKind, got: dict[int, dict[int, bytes]],
+                 t: int) -> bytes:
+        """``owner``'s secret from t shares, checked against its commitment. Only if that check
+        fails are the shares checked one by one, the bad ones dropped (their senders recorded in
+        ``rejected``) and the secret rebuilt from the good ones."""
+        holders = sorted(self._groups[owner] & self.u5)
+        secret = self._interpolate(owner, [(w, got[w][owner]) for w in holders], t)
+        if secret is not None and self._secret_checks(owner, kind, secret):
+            return secret
+        good = []
+        for w in holders:
+            if self._share_checks(owner, w, kind, got[w][owner]):
+                good.append((w, got[w][owner]))
+            else:
+                self.rejected[w] = f"unmasking: share of client {owner} breaks its commitment"
+        secret = self._interpolate(owner, good, t)
+        if secret is None or not self._secret_checks(owner, kind, secret):
             self._next = "aborted"
-            raise SecAggAbort("unmasking", len(points), t, f"too few shares for client {owner}")
-        secret = shamir.reconstruct(points, t)
-        if secret >= 2**256:
-            self._next = "aborted"
-            raise SecAggAbort("unmasking", len(points), t,
-                              f"client {owner}'s shares do not lie on one polynomial")
+            raise SecAggAbort("unmasking", len(good), t,
+                              f"client {owner}'s shares do not rebuild its committed secret")
         return secret
+
+    def _interpolate(self, owner: int, shares: list[tuple[int, bytes]], t: int) -> bytes | None:
+        if len(shares) < t:
+            self._next = "aborted"
+            raise SecAggAbort("unmasking", len(shares), t, f"too few shares for client {owner}")
+        points = [(w + 1, shamir.from_bytes(share)) for w, share in shares[:t]]
+        secret = shamir.reconstruct(points, t)
+        return secret.to_bytes(32, "big") if secret < 2**256 else None

@@ -252,3 +252,47 @@ def test_duplicated_message_drops_its_sender():
     out = server.advertise_keys(adverts + [adverts[0]])
     assert 0 not in out and server.rejected[0] == "advertise_keys: duplicated message"
     assert sorted(out) == [1, 2, 3]
+
+
+def _malicious_unmasking(monkeypatch, liar, corrupt_share):
+    """Client ``liar`` signs a well-formed but wrong share at unmasking."""
+    from gptfl_secure.protocols import SecAggClient
+    from gptfl_secure.protocols import messages as m
+
+    honest = SecAggClient.unmasking
+
+    def unmasking(self, signatures):
+        out = honest(self, signatures)
+        if self.id != liar:
+            return out
+        env = m.open_envelope(out, m.MsgType.UNMASK, self.session_id)
+        shares = sorted(m.read_unmask(env.body).items())
+        entries = [(p, k, corrupt_share(s)) for p, (k, s) in shares]
+        return m.seal(m.MsgType.UNMASK, self.session_id, self.id, m.unmask_body(entries),
+                      self._identity)
+
+    monkeypatch.setattr(SecAggClient, "unmasking", unmasking)
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_wrong_share_is_caught_by_its_commitment_and_the_sum_stays_exact(monkeypatch, dropped):
+    """Client 0 lies about every share it reveals; client 3 may have dropped (so its mask key
+    is rebuilt). The server finds the lies, drops those shares and still sums exactly."""
+    flip = lambda s: s[:-1] + bytes([s[-1] ^ 1])  # noqa: E731
+    _malicious_unmasking(monkeypatch, liar=0, corrupt_share=flip)
+    rng = np.random.default_rng(6)
+    cfg = SecAggConfig(num_clients=6, threshold=3, vector_length=16)
+    inputs = {i: rng.integers(0, 2**32, 16, dtype=np.uint64) for i in range(6)}
+    result = run_masked_sum(cfg, inputs, {3: "masked_input"} if dropped else None)
+    assert result.total.tolist() == expected_sum(inputs, result.included, 2**32).tolist()
+    assert "breaks its commitment" in result.stats.server_rejected[0]
+
+
+def test_out_of_field_share_drops_the_sender_without_crashing(monkeypatch):
+    _malicious_unmasking(monkeypatch, liar=1, corrupt_share=lambda s: b"\xff" * len(s))
+    rng = np.random.default_rng(7)
+    cfg = SecAggConfig(num_clients=5, threshold=3, vector_length=8)
+    inputs = {i: rng.integers(0, 2**32, 8, dtype=np.uint64) for i in range(5)}
+    result = run_masked_sum(cfg, inputs)
+    assert "not a field element" in result.stats.server_rejected[1]
+    assert result.total.tolist() == expected_sum(inputs, result.included, 2**32).tolist()
