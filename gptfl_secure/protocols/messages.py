@@ -68,7 +68,9 @@ class Envelope:
 # ------------------------------------------------------------------- framing
 def signing_digest(signed_part: bytes) -> bytes:
     """What a client's Ed25519 signature covers: SHA-256 of the domain, header and body."""
-    return hashlib.sha256(DOMAIN + b"message|" + signed_part).digest()
+    digest = hashlib.sha256(DOMAIN + b"message|")
+    digest.update(signed_part)
+    return digest.digest()
 
 
 def seal(type_: MsgType, session_id: bytes, sender: int, body: bytes, identity=None) -> bytes:
@@ -82,7 +84,8 @@ def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope
     """Parse the frame of a message of type ``expected`` in ``session_id`` (not the signature)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MessageError(f"a message must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if len(data) < _HEADER.size:
         raise MessageError(f"message of {len(data)} bytes is shorter than the header")
     magic, version, type_, sid, sender, body_len = _HEADER.unpack_from(data)
@@ -262,7 +265,7 @@ def read_vector(body: bytes, d: int, modulus: int, element_bytes: int) -> np.nda
         raise MessageError(f"masked input must have {d} entries")
     raw = r.take(d * element_bytes)
     r.done()
-    y = np.frombuffer(raw, dtype="<u4" if element_bytes == 4 else "<u8").astype(np.uint64)
+    y = np.frombuffer(raw, dtype="<u4" if element_bytes == 4 else "<u8")  # read-only, no copy
     if y.size and int(y.max()) >= modulus:
         raise MessageError(f"masked input entry out of range [0, {modulus})")
     return y

@@ -233,7 +233,7 @@ class SecAggServer:
         ring = Ring(self.cfg.modulus, self.cfg.vector_length)
         total = ring.zeros()
         for u in sorted(self.u3):
-            ring.add_(total, self._inputs[u].astype(ring.dtype))
+            ring.add_(total, self._inputs[u])
         for u in sorted(self.u3):
             b = self._rebuild(u, m.ShareKind.SELF_MASK, got, t)
             ring.add_mask_(total, self_mask_seed(b, self.session_id, u), -1)
