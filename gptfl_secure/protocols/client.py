@@ -66,11 +66,11 @@ def self_mask_seed(b: bytes, session_id: bytes, u: int) -> bytes:
     return crypto.hkdf(b, b"self-mask", session_id, u)
 
 
-def share_encryption_key(enc_key: crypto.AgreementKey, peer_public: bytes, session_id: bytes,
-                         sender: int, recipient: int) -> bytes:
-    """AEAD key for the one message ``sender`` -> ``recipient`` (direction-specific)."""
-    return crypto.hkdf(enc_key.agree(peer_public), b"share-encryption", session_id, sender,
-                       recipient)
+def share_encryption_key(shared_secret: bytes, session_id: bytes, sender: int,
+                         recipient: int) -> bytes:
+    """AEAD key for the one message ``sender`` -> ``recipient`` (direction-specific), from the
+    X25519 secret of their encryption keys."""
+    return crypto.hkdf(shared_secret, b"share-encryption", session_id, sender, recipient)
 
 
 def share_associated_data(session_id: bytes, sender: int, recipient: int) -> bytes:
@@ -104,6 +104,7 @@ class SecAggClient:
         self._group: frozenset[int] = frozenset()
         self._shared: frozenset[int] = frozenset()  # my group members in U2
         self._held: dict[int, HeldShares] = {}
+        self._enc_secrets: dict[int, bytes] = {}  # X25519 secret with each peer, reused to decrypt
         self._survivors: frozenset[int] = frozenset()
         self._b: bytes | None = None
 
@@ -120,6 +121,7 @@ class SecAggClient:
     def _abort(self) -> None:
         self._aborted = True
         self._held.clear()
+        self._enc_secrets.clear()
         self._b = None
 
     def _fail(self, step: str, peer: object, reason: str) -> ProtocolViolation:
@@ -183,10 +185,10 @@ class SecAggClient:
                 ciphertext = b""
             else:
                 try:
-                    key = share_encryption_key(self._enc_key, self._advertised[v][0],
-                                               self.session_id, self.id, v)
+                    self._enc_secrets[v] = self._enc_key.agree(self._advertised[v][0])
                 except ValueError as exc:
                     raise self._fail(step, v, "advertised an invalid X25519 key") from exc
+                key = share_encryption_key(self._enc_secrets[v], self.session_id, self.id, v)
                 ciphertext = crypto.seal(key, pb + pk,
                                          share_associated_data(self.session_id, self.id, v))
             entries.append(m.ShareEntry(v, commit_b, commit_k, ciphertext))
@@ -208,8 +210,7 @@ class SecAggClient:
         for v, ciphertext in ciphertexts.items():
             if v not in self._group or v == self.id:
                 raise self._fail(step, "server", f"relayed shares from non-neighbour {v}")
-            key = share_encryption_key(self._enc_key, self._advertised[v][0], self.session_id,
-                                       v, self.id)
+            key = share_encryption_key(self._enc_secrets[v], self.session_id, v, self.id)
             plain = crypto.open_sealed(key, ciphertext,
                                        share_associated_data(self.session_id, v, self.id))
             if plain is None or len(plain) != 2 * shamir.SHARE_BYTES:
