@@ -17,7 +17,7 @@ from . import crypto, shamir
 from . import messages as m
 from .config import STEPS, SecAggConfig
 from .errors import MessageError, ProtocolViolation
-from .graph import neighbours, public_seed
+from .graph import neighbours_of, public_seed
 from .ring import Ring
 
 
@@ -146,13 +146,14 @@ class SecAggClient:
         return self._own_advert
 
     def share_keys(self, key_list: bytes) -> bytes:
-        """Round 1: verify every advertisement, then Shamir-share b_u and the mask key t-out-of-
-        |group| and encrypt each share pair for its recipient (the server relays ciphertexts)."""
+        """Round 1: from U1 derive my group, verify each group member's advertisement, then
+        Shamir-share b_u and the mask key t-out-of-|group| and encrypt each share pair for its
+        recipient (the server relays ciphertexts)."""
         step = "share_keys"
         self._enter(step)
         try:
-            adverts = m.read_list(m.open_envelope(key_list, m.MsgType.KEY_LIST,
-                                                  self.session_id).body)
+            u1, adverts = m.read_key_list(m.open_envelope(key_list, m.MsgType.KEY_LIST,
+                                                          self.session_id).body)
             for raw in adverts:
                 env = m.open_signed(raw, m.MsgType.ADVERTISE, self.session_id, self._identity_keys)
                 if env.sender in self._advertised:
@@ -162,12 +163,15 @@ class SecAggClient:
                 self._advertised[env.sender] = m.read_advertise(env.body)
         except MessageError as exc:
             raise self._fail(step, "server", f"bad key list: {exc}") from exc
-        if self.id not in self._advertised:
+        if self.id not in u1:
             raise self._fail(step, "server", "key list leaves me out")
-        seed = public_seed(self.session_id, {c: e + k for c, (e, k) in self._advertised.items()})
-        peers = neighbours(self._advertised, self.cfg.neighbors, seed)[self.id]
+        if not u1 <= set(self._identity_keys):
+            raise self._fail(step, "server", "U1 names clients that are not enrolled")
+        peers = neighbours_of(self.id, u1, self.cfg.neighbors, public_seed(self.session_id, u1))
         self._group = peers | {self.id}
-        self._require(step, frozenset(self._advertised), "advertised keys")
+        if set(self._advertised) != self._group:
+            raise self._fail(step, "server", "key list must hold exactly my group's keys")
+        self._require(step, u1, "advertised keys")
 
         self._b = crypto.random_bytes()
         members = sorted(self._group)
@@ -268,7 +272,7 @@ class SecAggClient:
                                     self._identity_keys)
                 if env.body != expected_body:
                     raise MessageError(f"client {env.sender} signed a different U3")
-                if env.sender not in self._survivors or env.sender in signers:
+                if env.sender not in self._survivors & self._group or env.sender in signers:
                     raise MessageError(f"unexpected or repeated signer {env.sender}")
                 signers.add(env.sender)
         except MessageError as exc:

@@ -36,13 +36,13 @@ MAX_ENTRIES = 1 << 20
 
 class MsgType(IntEnum):
     ADVERTISE = 1  # client: its two X25519 public keys
-    KEY_LIST = 2  # server: the accepted ADVERTISE messages
+    KEY_LIST = 2  # server -> one client: U1, and the ADVERTISE messages of its group
     SHARES = 3  # client: per recipient, share commitments and the encrypted share pair
     SHARE_RELAY = 4  # server -> one client: the ciphertexts addressed to it
     MASKED_INPUT = 5  # client: y_u
     SURVIVORS = 6  # server: U3, the clients whose masked input arrived
     CONSISTENCY = 7  # client: U3, signed
-    SIGNATURES = 8  # server: the CONSISTENCY messages it received
+    SIGNATURES = 8  # server -> one client: the CONSISTENCY messages of its group
     UNMASK = 9  # client: per peer, one share (self-mask seed or mask key)
 
 
@@ -171,6 +171,20 @@ def read_ids(body: bytes) -> frozenset[int]:
 
 
 # ------------------------------------------------------------------- per-type bodies
+def key_list_body(u1, adverts) -> bytes:
+    return ids_body(u1) + list_body(adverts)
+
+
+def read_key_list(body: bytes) -> tuple[frozenset[int], list[bytes]]:
+    r = Reader(body)
+    ids = [r.u32() for _ in range(r.count(4))]
+    if ids != sorted(set(ids)):
+        raise MessageError("id list must be strictly increasing")
+    adverts = [r.blob() for _ in range(r.count(4))]
+    r.done()
+    return frozenset(ids), adverts
+
+
 def advertise_body(enc_pk: bytes, mask_pk: bytes) -> bytes:
     return enc_pk + mask_pk
 

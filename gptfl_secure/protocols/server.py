@@ -73,6 +73,7 @@ class SecAggServer:
         self._commits: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._secret_commits: dict[int, bytes] = {}
         self._inputs: dict[int, np.ndarray] = {}
+        self._u3_body = b""
         self._consistency: dict[int, bytes] = {}
         self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
         self._next = "advertise_keys"
@@ -137,7 +138,7 @@ class SecAggServer:
 
 
     def _parse_consistency(self, env: m.Envelope):
-        if env.body != m.ids_body(self.u3):
+        if env.body != self._u3_body:
             raise MessageError("signed a different U3")
         return env.signed_part + env.signature
 
@@ -168,14 +169,16 @@ class SecAggServer:
         self._keys = dict(got)
         self._adverts = {e.sender: e.data for e in self.transcript
                          if e.step == "advertise_keys" and e.sender in self.u1}
-        seed = public_seed(self.session_id, {c: e + k for c, (e, k) in self._keys.items()})
+        seed = public_seed(self.session_id, self.u1)
         self._groups = {c: p | {c} for c, p in
                         neighbours(self.u1, self.cfg.neighbors, seed).items()}
-        msg = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER,
-                     m.list_body(self._adverts[c] for c in sorted(self.u1)))
+        out = {}
+        for c in sorted(self.u1):
+            body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(self._groups[c])))
+            out[c] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
         self._next = "share_keys"
         self._timed("advertise_keys", start)
-        return dict.fromkeys(sorted(self.u1), msg)
+        return out
 
     def share_keys(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 1 -> to each client in U2, the ciphertexts its group members in U2 sent it."""
@@ -204,23 +207,26 @@ class SecAggServer:
                                      m.MsgType.MASKED_INPUT, SecAggServer._parse_masked)
         self.u3 = frozenset(self._inputs)
         self._abort_below_threshold("masked_input", self.u3)
-        msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, m.ids_body(self.u3))
+        self._u3_body = m.ids_body(self.u3)
+        msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, self._u3_body)
         self._next = "consistency_check"
         self._timed("masked_input", start)
         return dict.fromkeys(sorted(self.u3), msg)
 
     def consistency_check(self, incoming: Incoming) -> dict[int, bytes]:
-        """Round 3 -> every signature on U3, to each signer."""
+        """Round 3 -> to each signer, the signatures on U3 of its group members."""
         start = time.perf_counter()
         self._consistency = self._collect("consistency_check", incoming, self.u3,
                                           m.MsgType.CONSISTENCY, SecAggServer._parse_consistency)
         self.u4 = frozenset(self._consistency)
         self._abort_below_threshold("consistency_check", self.u4)
-        msg = m.seal(m.MsgType.SIGNATURES, self.session_id, m.SERVER,
-                     m.list_body(self._consistency[c] for c in sorted(self.u4)))
+        out = {}
+        for c in sorted(self.u4):
+            signed = (self._consistency[v] for v in sorted(self._groups[c] & self.u4))
+            out[c] = m.seal(m.MsgType.SIGNATURES, self.session_id, m.SERVER, m.list_body(signed))
         self._next = "unmasking"
         self._timed("consistency_check", start)
-        return dict.fromkeys(sorted(self.u4), msg)
+        return out
 
     def unmasking(self, incoming: Incoming) -> ServerOutput:
         """Round 4: rebuild b_u for u in U3 and the mask keys of U2 \\ U3, and unmask the sum."""

@@ -53,7 +53,7 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
     return sum(lam * y for lam, (_, y) in zip(lambdas, chosen, strict=True)) % PRIME
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4096)  # SecAgg+: one holder set per owner
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     out = []
     for i, xi in enumerate(xs):
