@@ -255,14 +255,14 @@ class SecAggClient:
         self._survivors = u3
         for v, held in self._held.items():
             held.settle(survived=v in u3)
-        return self._seal(m.MsgType.CONSISTENCY, m.ids_body(u3))
+        return self._seal(m.MsgType.CONSISTENCY, m.survivors_digest(m.ids_body(u3)))
 
     def unmasking(self, signatures: bytes) -> bytes:
         """Round 4: verify >= t signatures on the same U3, then reveal exactly one share per
         peer: of b_v if v survived, of v's mask key if v dropped. Never both: the fate decides."""
         step = "unmasking"
         self._enter(step)
-        expected_body = m.ids_body(self._survivors)
+        expected_body = m.survivors_digest(m.ids_body(self._survivors))
         signers: set[int] = set()
         try:
             signed = m.read_list(m.open_envelope(signatures, m.MsgType.SIGNATURES,

@@ -41,7 +41,7 @@ class MsgType(IntEnum):
     SHARE_RELAY = 4  # server -> one client: the ciphertexts addressed to it
     MASKED_INPUT = 5  # client: y_u
     SURVIVORS = 6  # server: U3, the clients whose masked input arrived
-    CONSISTENCY = 7  # client: U3, signed
+    CONSISTENCY = 7  # client: SHA-256 of U3, signed
     SIGNATURES = 8  # server -> one client: the CONSISTENCY messages of its group
     UNMASK = 9  # client: per peer, one share (self-mask seed or mask key)
 
@@ -60,8 +60,8 @@ class Envelope:
     type: MsgType
     session_id: bytes
     sender: int
-    body: bytes
-    signed_part: bytes  # header | body, what the signature covers
+    body: memoryview  # views into the message: a 400 KB masked input is never copied
+    signed_part: memoryview  # header | body, what the signature covers
     signature: bytes | None
 
 
@@ -102,7 +102,8 @@ def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope
     if len(data) != total:
         raise MessageError(f"{expected.name}: {len(data)} bytes, the header announces {total}")
     end = _HEADER.size + body_len
-    return Envelope(expected, sid, sender, data[_HEADER.size : end], data[:end],
+    view = memoryview(data)
+    return Envelope(expected, sid, sender, view[_HEADER.size : end], view[:end],
                     data[end:] if signed else None)
 
 
@@ -121,15 +122,19 @@ def open_signed(data: bytes, expected: MsgType, session_id: bytes, identity_keys
 class Reader:
     """Strict cursor over a body: every read is bounds-checked, ``done`` rejects leftovers."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data, self.pos = data, 0
 
-    def take(self, n: int) -> bytes:
+    def view(self, n: int) -> memoryview:
+        """The next ``n`` bytes, without copying."""
         if n < 0 or self.pos + n > len(self.data):
             raise MessageError(f"truncated body: need {n} bytes at offset {self.pos}")
-        out = self.data[self.pos : self.pos + n]
+        out = memoryview(self.data)[self.pos : self.pos + n]
         self.pos += n
         return out
+
+    def take(self, n: int) -> bytes:
+        return bytes(self.view(n))
 
     def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
@@ -159,6 +164,12 @@ def blob(b: bytes) -> bytes:
 def ids_body(ids) -> bytes:
     ids = sorted(ids)
     return u32(len(ids)) + b"".join(u32(i) for i in ids)
+
+
+def survivors_digest(u3_body: bytes) -> bytes:
+    """The body of a CONSISTENCY message: a digest of the U3 list the client received, so that
+    relaying signatures costs O(1) bytes each, not O(n)."""
+    return hashlib.sha256(DOMAIN + b"survivors|" + u3_body).digest()
 
 
 def read_ids(body: bytes) -> frozenset[int]:
@@ -229,7 +240,7 @@ def shares_body(secret_commitment: bytes, entries: list[ShareEntry]) -> bytes:
 
 
 def read_shares(body: bytes) -> tuple[bytes, dict[int, ShareEntry]]:
-    r = Reader(body)
+    r = Reader(bytes(body))
     secret_commitment = r.take(32)
     count = r.count(_SHARE_ENTRY.size)
     out: dict[int, ShareEntry] = {}
@@ -277,7 +288,7 @@ def read_vector(body: bytes, d: int, modulus: int, element_bytes: int) -> np.nda
     r = Reader(body)
     if r.u32() != d:
         raise MessageError(f"masked input must have {d} entries")
-    raw = r.take(d * element_bytes)
+    raw = r.view(d * element_bytes)
     r.done()
     y = np.frombuffer(raw, dtype="<u4" if element_bytes == 4 else "<u8")  # read-only, no copy
     if y.size and int(y.max()) >= modulus:

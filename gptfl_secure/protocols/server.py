@@ -73,7 +73,7 @@ class SecAggServer:
         self._commits: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._secret_commits: dict[int, bytes] = {}
         self._inputs: dict[int, np.ndarray] = {}
-        self._u3_body = b""
+        self._u3_digest = b""
         self._consistency: dict[int, bytes] = {}
         self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
         self._next = "advertise_keys"
@@ -138,9 +138,9 @@ class SecAggServer:
 
 
     def _parse_consistency(self, env: m.Envelope):
-        if env.body != self._u3_body:
+        if env.body != self._u3_digest:
             raise MessageError("signed a different U3")
-        return env.signed_part + env.signature
+        return bytes(env.signed_part) + env.signature
 
 
     def _parse_unmask(self, env: m.Envelope):
@@ -207,8 +207,9 @@ class SecAggServer:
                                      m.MsgType.MASKED_INPUT, SecAggServer._parse_masked)
         self.u3 = frozenset(self._inputs)
         self._abort_below_threshold("masked_input", self.u3)
-        self._u3_body = m.ids_body(self.u3)
-        msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, self._u3_body)
+        u3_body = m.ids_body(self.u3)
+        self._u3_digest = m.survivors_digest(u3_body)
+        msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, u3_body)
         self._next = "consistency_check"
         self._timed("masked_input", start)
         return dict.fromkeys(sorted(self.u3), msg)
