@@ -19,7 +19,10 @@ class SecAggConfig:
         threshold: t. With ``neighbors=None`` (every pair shares masks, Bonawitz et al. 2017) each
             secret is shared t-out-of-n and every step needs >= t live clients. With
             ``neighbors=k`` (SecAgg+, Bell et al. 2020) each client shares with its k neighbours of
-            a random k-regular graph, t-out-of-(k+1) counting itself, and t <= k.
+            a random k-regular graph, t-out-of-(k+1) counting itself, and t <= k. Either way t
+            must exceed half the group (n, or k + 1): otherwise a malicious server could show two
+            halves of a group different survivor sets, pass both consistency checks, and collect
+            both shares of one client (tests/protocols/test_adversarial_server.py).
         vector_length: d, entries per input vector.
         modulus: q in [2, 2^62]; inputs and the sum live in Z_q.
         neighbors: None for the complete graph, or an even k >= 2 for SecAgg+.
@@ -44,14 +47,19 @@ class SecAggConfig:
         if self.vector_length < 1:
             raise ValueError(f"vector_length={self.vector_length}: must be >= 1")
         if self.neighbors is None:
-            if not 1 <= t <= n:
-                raise ValueError(f"threshold={t}: must be in [1, num_clients={n}]")
+            group, limit = n, n
         else:
             k = self.neighbors
             if not isinstance(k, int) or isinstance(k, bool) or k < 2 or k % 2:
                 raise ValueError(f"neighbors={k}: SecAgg+ needs an even number of neighbours >= 2")
-            if not 1 <= t <= k:
-                raise ValueError(f"threshold={t}: with neighbors={k} it must be in [1, {k}]")
+            group, limit = k + 1, k
+        low = group // 2 + 1
+        if not low <= t <= limit:
+            raise ValueError(
+                f"threshold={t}: must be in [{low}, {limit}], more than half of the group of "
+                f"{group}, so that no two disjoint sets of t clients can be shown different "
+                "survivor sets (raise the threshold)"
+            )
 
     @property
     def is_power_of_two(self) -> bool:

@@ -23,10 +23,12 @@ def choose_secagg_plus_params(
     With each client dropping independently with probability ``dropout_rate`` and corrupted
     (colluding with the server) with probability ``corruption_rate``:
 
-    * security: no honest client has >= t corrupted members among its k neighbours
-      (n * P[Bin(k, corruption) >= t] <= 2^-security/2), and the ring of honest survivors does
-      not split, which needs k/2 consecutive removed clients (n * (dropout + corruption)^(k/2)
-      <= 2^-security/2);
+    * security: no client has c >= 2t - (k + 1) corrupted members among its k neighbours
+      (n * P[Bin(k, corruption) >= 2t - k - 1] <= 2^-security/2). That bound is stricter than
+      c < t: with c colluders, a server could otherwise show two sets of t group members
+      different survivor sets and collect both of one client's shares. And the ring of honest
+      survivors must not split, which needs k/2 consecutive removed clients
+      (n * (dropout + corruption)^(k/2) <= 2^-security/2). t always exceeds (k + 1) / 2;
     * correctness: every client keeps >= t live members among its k neighbours, enough to
       rebuild its secrets even when it dropped itself (n * P[Bin(k, 1 - dropout) < t]
       <= 2^-failure).
@@ -46,10 +48,10 @@ def choose_secagg_plus_params(
     for k in range(2, n + 1, 2):
         if n * removed ** (k // 2) > sec:
             continue
-        for t in range(1, k + 1):
-            secure = n * _binomial_tail_at_least(k, corruption_rate, t) <= sec
+        for t in range(k // 2 + 1, k + 1):
+            secure = n * _binomial_tail_at_least(k, corruption_rate, 2 * t - k - 1) <= sec
             live_ok = n * (1 - _binomial_tail_at_least(k, 1 - dropout_rate, t)) <= fail
             if secure and live_ok:
                 return k, t
     k = n if n % 2 == 0 else n + 1
-    return k, max(1, math.ceil(k * 2 / 3))
+    return k, min(k, 2 * k // 3 + 1)

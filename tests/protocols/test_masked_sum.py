@@ -33,10 +33,10 @@ def sessions(draw, graph):
     d = draw(st.integers(1, 40))
     if graph == "full":
         k = None
-        t = draw(st.integers(1, n))
+        t = draw(st.integers(n // 2 + 1, n))  # more than half the group: see SecAggConfig
     else:
         k = draw(st.sampled_from([2, 4, 6]))
-        t = draw(st.integers(1, k))
+        t = draw(st.integers(k // 2 + 1, k))
     ids = draw(st.lists(st.integers(0, 10_000), min_size=n, max_size=n, unique=True))
     rng = np.random.default_rng(draw(st.integers(0, 2**32)))
     inputs = {cid: rng.integers(0, q, d, dtype=np.uint64) for cid in ids}
@@ -140,7 +140,7 @@ ATTACKS = {
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_corrupted_client_message_drops_that_client_only(step, attack):
     rng = np.random.default_rng(2)
-    cfg = SecAggConfig(num_clients=6, threshold=3, vector_length=20, modulus=2**20)
+    cfg = SecAggConfig(num_clients=6, threshold=4, vector_length=20, modulus=2**20)
     inputs = {i: rng.integers(0, 2**20, 20, dtype=np.uint64) for i in range(6)}
     result = run_masked_sum(cfg, inputs, tamper=_tamper_one(2, step, ATTACKS[attack]))
     expected_in = step in ("consistency_check", "unmasking")  # its input already arrived
@@ -208,6 +208,9 @@ def test_message_from_another_session_is_rejected():
         ({"vector_length": 0}, ValueError, "vector_length=0"),
         ({"neighbors": 3}, ValueError, "even"),
         ({"neighbors": 2, "threshold": 3}, ValueError, "threshold=3"),
+        ({"threshold": 2}, ValueError, r"threshold=2: must be in \[3, 5\], more than half"),
+        ({"num_clients": 6, "threshold": 3}, ValueError, "more than half of the group of 6"),
+        ({"neighbors": 4, "threshold": 2}, ValueError, "more than half of the group of 5"),
         ({"num_clients": 2.0}, TypeError, "num_clients"),
     ],
 )
@@ -281,7 +284,7 @@ def test_wrong_share_is_caught_by_its_commitment_and_the_sum_stays_exact(monkeyp
     flip = lambda s: s[:-1] + bytes([s[-1] ^ 1])  # noqa: E731
     _malicious_unmasking(monkeypatch, liar=0, corrupt_share=flip)
     rng = np.random.default_rng(6)
-    cfg = SecAggConfig(num_clients=6, threshold=3, vector_length=16)
+    cfg = SecAggConfig(num_clients=6, threshold=4, vector_length=16)
     inputs = {i: rng.integers(0, 2**32, 16, dtype=np.uint64) for i in range(6)}
     result = run_masked_sum(cfg, inputs, {3: "masked_input"} if dropped else None)
     assert result.total.tolist() == expected_sum(inputs, result.included, 2**32).tolist()
