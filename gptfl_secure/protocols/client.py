@@ -128,6 +128,13 @@ class SecAggClient:
         self._abort()
         return ProtocolViolation(step, peer, reason)
 
+    def _read_server(self, step: str, data: bytes, type_: m.MsgType, read, what: str):
+        """Parse a server message with ``read``; any defect aborts this client."""
+        try:
+            return read(m.open_envelope(data, type_, self.session_id).body)
+        except MessageError as exc:
+            raise self._fail(step, "server", f"bad {what}: {exc}") from exc
+
     def _seal(self, type_: m.MsgType, body: bytes) -> bytes:
         return m.seal(type_, self.session_id, self.id, body, self._identity)
 
@@ -151,9 +158,9 @@ class SecAggClient:
         recipient (the server relays ciphertexts)."""
         step = "share_keys"
         self._enter(step)
+        u1, adverts = self._read_server(step, key_list, m.MsgType.KEY_LIST, m.read_key_list,
+                                        "key list")
         try:
-            u1, adverts = m.read_key_list(m.open_envelope(key_list, m.MsgType.KEY_LIST,
-                                                          self.session_id).body)
             for raw in adverts:
                 env = m.open_signed(raw, m.MsgType.ADVERTISE, self.session_id, self._identity_keys)
                 if env.sender in self._advertised:
@@ -206,11 +213,8 @@ class SecAggClient:
         step = "masked_input"
         x = self._check_input(x)
         self._enter(step)
-        try:
-            ciphertexts = m.read_relay(m.open_envelope(relay, m.MsgType.SHARE_RELAY,
-                                                       self.session_id).body)
-        except MessageError as exc:
-            raise self._fail(step, "server", f"bad share relay: {exc}") from exc
+        ciphertexts = self._read_server(step, relay, m.MsgType.SHARE_RELAY, m.read_relay,
+                                        "share relay")
         for v, ciphertext in ciphertexts.items():
             if v not in self._group or v == self.id:
                 raise self._fail(step, "server", f"relayed shares from non-neighbour {v}")
@@ -242,11 +246,7 @@ class SecAggClient:
         """Round 3: check U3 and sign (session id, U3); each peer's fate is settled here."""
         step = "consistency_check"
         self._enter(step)
-        try:
-            u3 = m.read_ids(m.open_envelope(survivors, m.MsgType.SURVIVORS,
-                                            self.session_id).body)
-        except MessageError as exc:
-            raise self._fail(step, "server", f"bad survivor list: {exc}") from exc
+        u3 = self._read_server(step, survivors, m.MsgType.SURVIVORS, m.read_ids, "survivor list")
         if self.id not in u3:
             raise self._fail(step, "server", "survivor list leaves me out")
         if not (u3 & self._group) <= self._shared:
@@ -264,9 +264,9 @@ class SecAggClient:
         self._enter(step)
         expected_body = m.survivors_digest(m.ids_body(self._survivors))
         signers: set[int] = set()
+        signed = self._read_server(step, signatures, m.MsgType.SIGNATURES, m.read_list,
+                                   "signature list")
         try:
-            signed = m.read_list(m.open_envelope(signatures, m.MsgType.SIGNATURES,
-                                                 self.session_id).body)
             for raw in signed:
                 env = m.open_signed(raw, m.MsgType.CONSISTENCY, self.session_id,
                                     self._identity_keys)
