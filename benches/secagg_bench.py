@@ -26,8 +26,9 @@ Every session's sum is checked exact (the sum of the U3 inputs mod 2^32) before 
 processes took the CPU and the times above are inflated. The header prints a hash of the protocol
 sources and the load average, to tell which code and how quiet a machine produced the numbers.
 
-Run: ``.venv/bin/python benches/secagg_bench.py`` (10-25 minutes on 2 cores; 24 GiB suffices),
-``--quick`` for a tiny grid at d = 10K (under a minute), ``--only full|plus`` for one half.
+Run: ``.venv/bin/python benches/secagg_bench.py`` (about 8 minutes on 2 AMD EPYC cores; 24 GiB
+suffice), ``--quick`` for a tiny grid at d = 10K (under a minute), ``--only full|plus`` for
+one half.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def measure(case: Case) -> Row:
     seconds = res.stats.client_total_seconds()
     upload = res.stats.client_total_upload()
     client_s = [seconds[c] for c in res.included]
-    k = cfg.neighbors or case.n - 1
+    k = min(cfg.neighbors or case.n, case.n - 1)  # k >= n - 1 means the complete graph
     masks = len(res.included) + surviving_neighbours(cfg, res, dropped)
     return Row(case, k, cfg.threshold, statistics.fmean(client_s), max(client_s),
                sum(res.stats.server_seconds.values()), res.stats.server_seconds["unmasking"],
@@ -191,7 +192,7 @@ def cpu_model() -> str:
 
 
 def protocol_version() -> str:
-    """A sha256 prefix of the protocol's sources, as imported: the code these numbers measure."""
+    """A sha256 prefix of the protocol's sources at start: the code these numbers measure."""
     h = hashlib.sha256()
     for path in sorted(Path(protocols.__file__).parent.glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())

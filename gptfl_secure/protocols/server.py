@@ -172,10 +172,14 @@ class SecAggServer:
         seed = public_seed(self.session_id, self.u1)
         self._groups = {c: p | {c} for c, p in
                         neighbours(self.u1, self.cfg.neighbors, seed).items()}
+        built: dict[frozenset[int], bytes] = {}  # the complete graph has a single group
         out = {}
         for c in sorted(self.u1):
-            body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(self._groups[c])))
-            out[c] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
+            group = self._groups[c]
+            if group not in built:
+                body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(group)))
+                built[group] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
+            out[c] = built[group]
         self._next = "share_keys"
         self._timed("advertise_keys", start)
         return out

@@ -55,15 +55,38 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
 
 @lru_cache(maxsize=4096)  # SecAgg+: one holder set per owner
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for i, xi in enumerate(xs):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        out.append(num * pow(den, -1, PRIME) % PRIME)
-    return tuple(out)
+    """lambda_i = prod_{j != i} x_j / (x_j - x_i) = prod_j x_j / (x_i * prod_{j != i} (x_j - x_i)).
+
+    The x are small integers, so the O(t^2) products are taken exactly and reduced every
+    ``_REDUCE_EVERY`` factors; the t denominators are inverted together with one ``pow``
+    (Montgomery's batch inversion)."""
+    all_x = 1
+    for x in xs:
+        all_x = all_x * x % PRIME
+    dens = []
+    for xi in xs:
+        d = xi
+        for k, xj in enumerate(xs):
+            if xj != xi:
+                d *= xj - xi
+                if k % _REDUCE_EVERY == 0:
+                    d %= PRIME
+        dens.append(d % PRIME)
+    return tuple(all_x * inv % PRIME for inv in _batch_inverse(dens))
+
+
+def _batch_inverse(values: list[int]) -> list[int]:
+    """Inverses mod PRIME of nonzero ``values`` with a single modular exponentiation."""
+    prefix, acc = [], 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % PRIME
+    inv = pow(acc, -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out
 
 
 def to_bytes(value: int) -> bytes:
