@@ -172,16 +172,17 @@ class SecAggClient:
             raise self._fail(step, "server", f"bad key list: {exc}") from exc
         if self.id not in u1:
             raise self._fail(step, "server", "key list leaves me out")
-        if not u1 <= set(self._identity_keys):
+        enrolled = frozenset(self._identity_keys)
+        if not u1 <= enrolled:
             raise self._fail(step, "server", "U1 names clients that are not enrolled")
-        peers = neighbours_of(self.id, u1, self.cfg.neighbors, public_seed(self.session_id, u1))
-        self._group = peers | {self.id}
-        if set(self._advertised) != self._group:
+        seed = public_seed(self.session_id, enrolled)
+        self._group = neighbours_of(self.id, enrolled, self.cfg.neighbors, seed) | {self.id}
+        if set(self._advertised) != self._group & u1:
             raise self._fail(step, "server", "key list must hold exactly my group's keys")
         self._require(step, u1, "advertised keys")
 
         self._b = crypto.random_bytes()
-        members = sorted(self._group)
+        members = sorted(self._group & u1)
         xs = [v + 1 for v in members]
         t = self.cfg.threshold
         b_shares = shamir.split(int.from_bytes(self._b, "big"), xs, t)

@@ -1,11 +1,14 @@
 """Who shares masks and secrets with whom: the complete graph, or SecAgg+'s k-regular graph.
 
-The SecAgg+ graph (Bell et al. 2020, Sec. 3) is a Harary graph: the clients that advertised keys
-(U1) are placed on a ring in an order fixed by public randomness, a hash of the session id and
-of U1, and each is joined to the k/2 nearest on either side. Every party derives the same graph
-from public values; a client computes only its own neighbourhood (O(n) hashing, O(k) result).
-The server picks the session id and, by dropping clients, U1: it can try several graphs, which
-SECURITY.md accounts for (the 2^-40 target of ``choose_secagg_plus_params`` is per graph).
+The SecAgg+ graph (Bell et al. 2020, Sec. 3) is a Harary graph over the *enrolled* clients:
+they are placed on a ring in an order fixed by a hash of the session id and the enrolled ids,
+and each is joined to the k/2 nearest on either side. Every party derives the same graph from
+values it already holds; a client computes only its own neighbourhood (O(n) hashing, O(k)
+result). The graph must not depend on U1: U1 reaches each client in a message from the server,
+and a server free to tailor it could surround a client with colluders
+(test_server_cannot_surround_a_client_with_colluders_by_tailoring_u1). The server still picks
+the session id and can try several graphs; the 2^-40 target of ``choose_secagg_plus_params``
+is per graph.
 """
 
 from __future__ import annotations

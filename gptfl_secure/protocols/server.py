@@ -124,8 +124,8 @@ class SecAggServer:
 
     def _parse_shares(self, env: m.Envelope):
         secret_commitment, entries = m.read_shares(env.body)
-        if set(entries) != self._groups[env.sender]:
-            raise MessageError("share entries must address exactly the sender's group")
+        if set(entries) != self._groups[env.sender] & self.u1:
+            raise MessageError("share entries must address exactly the sender's group in U1")
         for v, e in entries.items():
             if (v == env.sender) != (e.ciphertext == b""):
                 raise MessageError("a ciphertext for each peer, none for the sender itself")
@@ -169,13 +169,14 @@ class SecAggServer:
         self._keys = dict(got)
         self._adverts = {e.sender: e.data for e in self.transcript
                          if e.step == "advertise_keys" and e.sender in self.u1}
-        seed = public_seed(self.session_id, self.u1)
+        enrolled = frozenset(self._identity_keys)
+        seed = public_seed(self.session_id, enrolled)
         self._groups = {c: p | {c} for c, p in
-                        neighbours(self.u1, self.cfg.neighbors, seed).items()}
+                        neighbours(enrolled, self.cfg.neighbors, seed).items()}
         built: dict[frozenset[int], bytes] = {}  # the complete graph has a single group
         out = {}
         for c in sorted(self.u1):
-            group = self._groups[c]
+            group = self._groups[c] & self.u1
             if group not in built:
                 body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(group)))
                 built[group] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
