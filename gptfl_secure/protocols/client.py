@@ -217,8 +217,8 @@ class SecAggClient:
         ciphertexts = self._read_server(step, relay, m.MsgType.SHARE_RELAY, m.read_relay,
                                         "share relay")
         for v, ciphertext in ciphertexts.items():
-            if v not in self._group or v == self.id:
-                raise self._fail(step, "server", f"relayed shares from non-neighbour {v}")
+            if v not in self._enc_secrets:  # exactly my group members in the U1 I was shown
+                raise self._fail(step, "server", f"relayed shares from {v}, not in my group in U1")
             key = share_encryption_key(self._enc_secrets[v], self.session_id, v, self.id)
             plain = crypto.open_sealed(key, ciphertext,
                                        share_associated_data(self.session_id, v, self.id))

@@ -209,13 +209,11 @@ def drive(run: Run, until: str | None = None, silent: Mapping[int, str] | None =
 
 
 def groups_of(run: Run) -> dict[int, frozenset[int]]:
-    """Each client's group in U1 (itself and its neighbours of the graph over the enrolled
-    clients), as every party derives it."""
-    u1 = frozenset(run.replies["advertise_keys"])
+    """Each client's group: itself and its neighbours in the graph over the enrolled clients,
+    which every party derives from the session id alone (U1 does not enter it)."""
     enrolled = frozenset(run.identities)
     seed = public_seed(run.session_id, enrolled)
-    return {c: (p | {c}) & u1 for c, p in neighbours(enrolled, run.cfg.neighbors, seed).items()
-            if c in u1}
+    return {c: p | {c} for c, p in neighbours(enrolled, run.cfg.neighbors, seed).items()}
 
 
 def key_list_of(run: Run, cid: int) -> tuple[frozenset[int], list[bytes]]:
@@ -598,6 +596,28 @@ def test_replayed_key_list_from_other_session_is_rejected(how):
         call(run, target, "share_keys", message)
     assert exc.value.step == "share_keys"
     assert call(run, 1, "share_keys", key_lists[1])  # control
+
+
+def test_relay_from_a_group_member_outside_my_u1_aborts_client():
+    cfg = config(5, 3)
+    run = enroll(cfg, seed=17)
+    drive(run, "share_keys")
+    sid, target, left_out = run.session_id, 0, 4
+    everyone = frozenset(run.ids)
+    u1, adverts = key_list_of(run, target)
+    adverts = [raw for raw in adverts
+               if m.open_envelope(raw, m.MsgType.ADVERTISE, sid).sender != left_out]
+    call(run, target, "share_keys",  # 4 advertised, but 0 is shown a U1 without it
+         from_server("share_keys", sid, m.key_list_body(u1 - {left_out}, adverts)))
+    shares = {c: call(run, c, "share_keys", run.received["share_keys"][c]) for c in run.ids[1:]}
+    relay = {c: share_entries(m.open_envelope(shares[c], m.MsgType.SHARES, sid).body)[target]
+             .ciphertext for c in everyone - {target}}  # 4's genuine shares for 0, too
+    with pytest.raises(ProtocolViolation) as exc:
+        call(run, target, "masked_input", from_server("masked_input", sid, m.relay_body(relay)))
+    assert exc.value.step == "masked_input"
+    with pytest.raises(ProtocolViolation):  # aborted for good
+        call(run, target, "consistency_check",
+             from_server("consistency_check", sid, m.ids_body(everyone)))
 
 
 @given(how=st.sampled_from(["bit_flip", "swapped_senders", "meant_for_another_recipient"]),
@@ -1026,7 +1046,9 @@ class MaliciousServer(RuleBasedStateMachine):
         for c, move in self.deal(data, "masked_input"):
             if self.off_script(data, c, "masked_input", move):
                 continue
-            cts = {v: ct for (v, w), ct in sorted(self.ciphertexts.items()) if w == c}
+            shown = self.clients[c].u1  # an honest server relays from the U1 it showed
+            cts = {v: ct for (v, w), ct in sorted(self.ciphertexts.items())
+                   if w == c and v in shown}
             if move == "subset":
                 cts = {v: ct for v, ct in cts.items() if data.draw(st.booleans())}
             elif move == "forge" and cts:
