@@ -18,6 +18,7 @@ from . import messages as m
 from .config import STEPS, SecAggConfig
 from .errors import MessageError, ProtocolViolation
 from .graph import neighbours_of, public_seed
+from .policy import ClientPolicy, SessionLedger
 from .ring import Ring
 
 
@@ -73,27 +74,42 @@ def share_encryption_key(shared_secret: bytes, session_id: bytes, sender: int,
     return crypto.hkdf(shared_secret, b"share-encryption", session_id, sender, recipient)
 
 
-def share_associated_data(session_id: bytes, sender: int, recipient: int) -> bytes:
-    return session_id + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
+def share_associated_data(session_id: bytes, sender: int, recipient: int,
+                          context: bytes = b"") -> bytes:
+    """AEAD associated data of a share ciphertext: session id, the session context (so that a
+    sender and a recipient shown different key lists cannot exchange shares), the two ids."""
+    return session_id + context + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
 
 
 class SecAggClient:
     """One client in one session. Secrets live in memory for this session only.
 
     Args:
-        cfg: the session's public parameters.
+        cfg: the session's public parameters, as the server proposes them.
         client_id: this client's enrolled id.
         identity: its long-term Ed25519 key.
-        identity_keys: every enrolled client's Ed25519 public key (enrolled out of band).
-        session_id: 32 public bytes, fresh per session; bound into every signature, AEAD and PRG.
+        identity_keys: the session group: each member's Ed25519 public key.
+        session_id: 32 public bytes; bound into every signature, AEAD and PRG.
+        policy: what this client trusts (its enrolled registry, its threshold rule). ``cfg`` and
+            ``identity_keys`` are checked against it before any key is made; a weaker or
+            inconsistent proposal raises :class:`PolicyViolation`. None: the registry is
+            ``identity_keys`` itself (the in-process runner enrols clients directly) with the
+            default rules.
+        ledger: the session ids this client has started; a reused id raises PolicyViolation.
     """
 
     def __init__(self, cfg: SecAggConfig, client_id: int, identity: crypto.IdentityKey,
-                 identity_keys: Mapping[int, bytes], session_id: bytes) -> None:
-        if len(session_id) != m.SESSION_ID_BYTES:
+                 identity_keys: Mapping[int, bytes], session_id: bytes, *,
+                 policy: ClientPolicy | None = None,
+                 ledger: SessionLedger | None = None) -> None:
+        if not isinstance(session_id, bytes) or len(session_id) != m.SESSION_ID_BYTES:
             raise ValueError(f"session_id must be {m.SESSION_ID_BYTES} bytes")
         if identity_keys.get(client_id) != identity.public:
             raise ValueError(f"client {client_id}: identity key is not the enrolled one")
+        policy = policy if policy is not None else ClientPolicy(dict(identity_keys))
+        policy.check(cfg, client_id, identity_keys)
+        if ledger is not None:
+            ledger.claim(session_id)
         self.cfg, self.id, self.session_id = cfg, client_id, session_id
         self._identity, self._identity_keys = identity, dict(identity_keys)
         self._next = 0  # index into STEPS of the round this client may run next
@@ -107,6 +123,7 @@ class SecAggClient:
         self._enc_secrets: dict[int, bytes] = {}  # X25519 secret with each peer, reused to decrypt
         self._survivors: frozenset[int] = frozenset()
         self._b: bytes | None = None
+        self._context = b""  # the session context, known once the key list is verified
 
     # ------------------------------------------------------------------ plumbing
     def _enter(self, step: str) -> None:
@@ -136,7 +153,7 @@ class SecAggClient:
             raise self._fail(step, "server", f"bad {what}: {exc}") from exc
 
     def _seal(self, type_: m.MsgType, body: bytes) -> bytes:
-        return m.seal(type_, self.session_id, self.id, body, self._identity)
+        return m.seal(type_, self.session_id, self.id, body, self._identity, self._context)
 
     def _require(self, step: str, members: frozenset[int], what: str) -> None:
         have = len(members & self._group)
@@ -158,8 +175,8 @@ class SecAggClient:
         recipient (the server relays ciphertexts)."""
         step = "share_keys"
         self._enter(step)
-        u1, adverts = self._read_server(step, key_list, m.MsgType.KEY_LIST, m.read_key_list,
-                                        "key list")
+        u1, digests, adverts = self._read_server(step, key_list, m.MsgType.KEY_LIST,
+                                                 m.read_key_list, "key list")
         try:
             for raw in adverts:
                 env = m.open_signed(raw, m.MsgType.ADVERTISE, self.session_id, self._identity_keys)
@@ -167,11 +184,18 @@ class SecAggClient:
                     raise MessageError(f"client {env.sender} advertised twice")
                 if env.sender == self.id and raw != self._own_advert:
                     raise MessageError("my own advertisement was altered")
+                if digests.get(env.sender) != m.advert_digest(raw):
+                    raise MessageError(f"client {env.sender}'s advertisement does not match "
+                                       "its listed digest")
                 self._advertised[env.sender] = m.read_advertise(env.body)
         except MessageError as exc:
             raise self._fail(step, "server", f"bad key list: {exc}") from exc
         if self.id not in u1:
             raise self._fail(step, "server", "key list leaves me out")
+        if digests[self.id] != m.advert_digest(self._own_advert):
+            raise self._fail(step, "server", "key list lists another advertisement for me")
+        # Fresh per session: it covers my own new keys. Every signature from here on binds it.
+        self._context = m.session_context(self.session_id, digests)
         enrolled = frozenset(self._identity_keys)
         if not u1 <= enrolled:
             raise self._fail(step, "server", "U1 names clients that are not enrolled")
@@ -201,8 +225,8 @@ class SecAggClient:
                 except ValueError as exc:
                     raise self._fail(step, v, "advertised an invalid X25519 key") from exc
                 key = share_encryption_key(self._enc_secrets[v], self.session_id, self.id, v)
-                ciphertext = crypto.seal(key, pb + pk,
-                                         share_associated_data(self.session_id, self.id, v))
+                ciphertext = crypto.seal(key, pb + pk, share_associated_data(
+                    self.session_id, self.id, v, self._context))
             entries.append(m.ShareEntry(v, commit_b, commit_k, ciphertext))
         secret_commitment = crypto.commitment(b"self-mask-seed", self.session_id, self.id,
                                               self.id, self._b)
@@ -220,8 +244,8 @@ class SecAggClient:
             if v not in self._enc_secrets:  # exactly my group members in the U1 I was shown
                 raise self._fail(step, "server", f"relayed shares from {v}, not in my group in U1")
             key = share_encryption_key(self._enc_secrets[v], self.session_id, v, self.id)
-            plain = crypto.open_sealed(key, ciphertext,
-                                       share_associated_data(self.session_id, v, self.id))
+            plain = crypto.open_sealed(key, ciphertext, share_associated_data(
+                self.session_id, v, self.id, self._context))
             if plain is None or len(plain) != 2 * shamir.SHARE_BYTES:
                 raise self._fail(step, v, "share ciphertext does not decrypt")
             try:
@@ -273,7 +297,7 @@ class SecAggClient:
         try:
             for raw in signed:
                 env = m.open_signed(raw, m.MsgType.CONSISTENCY, self.session_id,
-                                    self._identity_keys)
+                                    self._identity_keys, self._context)
                 if env.body != expected_body:
                     raise MessageError(f"client {env.sender} signed a different U3")
                 if env.sender not in self._survivors & self._group or env.sender in signers:

@@ -21,9 +21,29 @@ class ProtocolViolation(Exception):
 
 
 class SecAggAbort(Exception):
-    """Fewer than ``threshold`` parties survived ``step``: the session ends, revealing nothing."""
+    """The session ended at ``step`` without a sum, revealing nothing.
 
-    def __init__(self, step: str, survivors: int, threshold: int, detail: str = "") -> None:
-        msg = f"secure aggregation aborted at {step}: {survivors} survivors < threshold {threshold}"
-        super().__init__(msg + (f" ({detail})" if detail else ""))
+    ``cause`` says what failed: ``"below_threshold"`` (fewer than ``threshold`` parties survived
+    the step; ``survivors`` counts them) or ``"reconstruction_failed"`` (enough parties answered,
+    but a secret could not be rebuilt from shares that match its commitments; ``survivors``
+    counts the good shares). ``partial``, when a driver sets it, is the session's record up to
+    the abort (a :class:`~gptfl_secure.protocols.runner.MaskedSumResult` with an empty total),
+    so that an aborted session can be recorded and audited like a completed one.
+    """
+
+    BELOW_THRESHOLD = "below_threshold"
+    RECONSTRUCTION_FAILED = "reconstruction_failed"
+
+    def __init__(self, step: str, survivors: int, threshold: int, detail: str = "",
+                 cause: str = BELOW_THRESHOLD) -> None:
+        if cause == self.RECONSTRUCTION_FAILED:
+            msg = (f"secure aggregation aborted at {step}: a secret could not be rebuilt"
+                   + (f": {detail}" if detail else "")
+                   + f" ({survivors} usable shares, threshold {threshold})")
+        else:
+            msg = (f"secure aggregation aborted at {step}: {survivors} survivors < threshold "
+                   f"{threshold}" + (f" ({detail})" if detail else ""))
+        super().__init__(msg)
         self.step, self.survivors, self.threshold = step, survivors, threshold
+        self.cause, self.detail = cause, detail
+        self.partial = None

@@ -9,7 +9,13 @@ Signing a domain-separated SHA-256 digest (hash-then-sign) keeps verification of
 masked input as cheap as that of a short message (pynacl would copy the whole message twice).
 
 The signature binds the session id, the step (type) and the sender, so a message replayed from
-another session, another step or another client fails verification. Parsing checks every length
+another session id, another step or another client fails verification. Every client message after
+ADVERTISE is signed under the **session context** as well (:func:`session_context`): a hash of
+the session id, U1 and the digest of every advertisement in U1. Each honest client's own
+advertisement carries two X25519 keys it made for this session, so the context is fresh
+randomness that the server cannot choose or reuse: a signature from an earlier session, even one
+run under the same session id, never verifies in this one, and two clients shown different key
+lists sign under different contexts. Parsing checks every length
 and range and rejects trailing bytes; any defect raises :class:`MessageError`.
 """
 
@@ -27,11 +33,12 @@ from .errors import MessageError
 from .shamir import SHARE_BYTES
 
 MAGIC = b"GSA"
-VERSION = 1
+VERSION = 2  # 2: signatures after ADVERTISE cover the session context
 SERVER = 0xFFFFFFFF
 SESSION_ID_BYTES = 32
 _HEADER = struct.Struct(">3sBB32sII")
 MAX_ENTRIES = 1 << 20
+DIGEST_BYTES = 32
 
 
 class MsgType(IntEnum):
@@ -66,18 +73,26 @@ class Envelope:
 
 
 # ------------------------------------------------------------------- framing
-def signing_digest(signed_part: bytes) -> bytes:
-    """What a client's Ed25519 signature covers: SHA-256 of the domain, header and body."""
-    digest = hashlib.sha256(DOMAIN + b"message|")
+def signing_digest(signed_part: bytes, context: bytes = b"") -> bytes:
+    """What a client's Ed25519 signature covers: SHA-256 of the domain, the session context
+    (empty for ADVERTISE, which precedes it; 32 bytes for every later message), header and body.
+    """
+    if len(context) not in (0, DIGEST_BYTES):
+        raise ValueError(f"a session context is {DIGEST_BYTES} bytes, got {len(context)}")
+    digest = hashlib.sha256(DOMAIN + b"message|" + bytes([len(context)]) + context)
     digest.update(signed_part)
     return digest.digest()
 
 
-def seal(type_: MsgType, session_id: bytes, sender: int, body: bytes, identity=None) -> bytes:
-    """Frame ``body``; a client's message is signed with its ``identity`` key."""
+def seal(type_: MsgType, session_id: bytes, sender: int, body: bytes, identity=None,
+         context: bytes = b"") -> bytes:
+    """Frame ``body``; a client's message is signed with its ``identity`` key under ``context``
+    (see :func:`session_context`; required for every client message after ADVERTISE)."""
     header = _HEADER.pack(MAGIC, VERSION, int(type_), session_id, sender, len(body))
     data = header + body
-    return data + identity.sign(signing_digest(data)) if identity is not None else data
+    if identity is None:
+        return data
+    return data + identity.sign(signing_digest(data, context))
 
 
 def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope:
@@ -107,15 +122,36 @@ def open_envelope(data: bytes, expected: MsgType, session_id: bytes) -> Envelope
                     data[end:] if signed else None)
 
 
-def open_signed(data: bytes, expected: MsgType, session_id: bytes, identity_keys) -> Envelope:
-    """Parse a client's message and verify its signature under the claimed sender's key."""
+def open_signed(data: bytes, expected: MsgType, session_id: bytes, identity_keys,
+                context: bytes = b"") -> Envelope:
+    """Parse a client's message and verify its signature under the claimed sender's key and the
+    session ``context`` (empty for ADVERTISE only)."""
+    if (expected is MsgType.ADVERTISE) != (context == b""):
+        raise ValueError("ADVERTISE is signed without a session context, every later client "
+                         "message with one")
     env = open_envelope(data, expected, session_id)
     public = identity_keys.get(env.sender)
     if public is None:
         raise MessageError(f"sender {env.sender} is not an enrolled client")
-    if not verify(public, signing_digest(env.signed_part), env.signature):
-        raise MessageError(f"{expected.name} from {env.sender}: bad signature")
+    if not verify(public, signing_digest(env.signed_part, context), env.signature):
+        raise MessageError(f"{expected.name} from {env.sender}: bad signature (or signed in "
+                           "another session context)")
     return env
+
+
+def advert_digest(advert: bytes) -> bytes:
+    """SHA-256 of one client's whole signed ADVERTISE message, as listed in a key list."""
+    return hashlib.sha256(DOMAIN + b"advert|" + bytes(advert)).digest()
+
+
+def session_context(session_id: bytes, digests: dict[int, bytes]) -> bytes:
+    """The session context: SHA-256 over the session id, U1 (the keys of ``digests``) and each
+    U1 member's advertisement digest, in id order. Every party that saw the same U1 with the same
+    advertisements computes the same 32 bytes; it changes whenever any advertisement does."""
+    h = hashlib.sha256(DOMAIN + b"session-context|" + session_id)
+    for cid in sorted(digests):
+        h.update(cid.to_bytes(4, "big") + digests[cid])
+    return h.digest()
 
 
 # ------------------------------------------------------------------- body fields
@@ -182,18 +218,28 @@ def read_ids(body: bytes) -> frozenset[int]:
 
 
 # ------------------------------------------------------------------- per-type bodies
-def key_list_body(u1, adverts) -> bytes:
-    return ids_body(u1) + list_body(adverts)
+def key_list_body(u1, adverts, digests: dict[int, bytes] | None = None) -> bytes:
+    """U1, the digest of every U1 member's advertisement (in id order), then the full
+    advertisements of the recipient's group. ``digests=None`` computes them from ``adverts``,
+    which then must hold one advertisement per member of U1 (the complete graph)."""
+    adverts = list(adverts)
+    if digests is None:
+        digests = {int.from_bytes(a[37:41], "big"): advert_digest(a) for a in adverts}
+    ids = sorted(u1)
+    return (ids_body(ids) + b"".join(digests.get(i, bytes(DIGEST_BYTES)) for i in ids)
+            + list_body(adverts))
 
 
-def read_key_list(body: bytes) -> tuple[frozenset[int], list[bytes]]:
+def read_key_list(body: bytes) -> tuple[frozenset[int], dict[int, bytes], list[bytes]]:
+    """(U1, {member: advertisement digest}, the group's advertisements)."""
     r = Reader(body)
-    ids = [r.u32() for _ in range(r.count(4))]
+    ids = [r.u32() for _ in range(r.count(4 + DIGEST_BYTES))]
     if ids != sorted(set(ids)):
         raise MessageError("id list must be strictly increasing")
+    digests = {i: r.take(DIGEST_BYTES) for i in ids}
     adverts = [r.blob() for _ in range(r.count(4))]
     r.done()
-    return frozenset(ids), adverts
+    return frozenset(ids), digests, adverts
 
 
 def advertise_body(enc_pk: bytes, mask_pk: bytes) -> bytes:

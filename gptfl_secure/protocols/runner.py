@@ -18,7 +18,7 @@ import numpy as np
 from . import crypto
 from .client import SecAggClient
 from .config import STEPS, SecAggConfig
-from .errors import ProtocolViolation
+from .errors import ProtocolViolation, SecAggAbort
 from .server import SecAggServer, TranscriptEntry
 
 
@@ -66,6 +66,15 @@ class MaskedSumResult:
     session_id: bytes = b""
     identity_keys: Mapping[int, bytes] = field(default_factory=dict)
     config: SecAggConfig | None = None
+    abort_reason: str | None = None  # set on the partial record of an aborted session
+
+    @classmethod
+    def aborted(cls, abort: SecAggAbort, server: SecAggServer, stats: SessionStats,
+                identity_keys: Mapping[int, bytes]) -> MaskedSumResult:
+        """The record of a session that ended in ``abort``: no total, nobody included, the
+        transcript up to the abort and why it ended."""
+        return cls(np.zeros(0, dtype=np.uint64), frozenset(), tuple(server.transcript), stats,
+                   server.session_id, dict(identity_keys), server.cfg, str(abort))
 
 
 def session_id_for(seed: int | None) -> bytes:
@@ -162,6 +171,10 @@ def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
             stats.server_seconds[step] = time.perf_counter() - start
             if step != "unmasking":
                 stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
+    except SecAggAbort as abort:
+        stats.server_rejected.update(server.rejected)
+        abort.partial = MaskedSumResult.aborted(abort, server, stats, public)
+        raise
     finally:
         stats.server_rejected.update(server.rejected)
     return MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats,

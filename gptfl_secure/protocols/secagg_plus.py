@@ -55,3 +55,17 @@ def choose_secagg_plus_params(
                 return k, t
     k = n if n % 2 == 0 else n + 1
     return k, min(k, 2 * k // 3 + 1)
+
+
+def secagg_plus_is_secure(n: int, k: int, t: int, corruption_rate: float,
+                          security_bits: int = 40) -> bool:
+    """The security half of :func:`choose_secagg_plus_params`' target for a proposed (k, t):
+    the chance that some client has >= 2t - k - 1 colluders among its k neighbours, or that k/2
+    consecutive colluders split the ring, is at most 2^-security (union bounds). Dropouts only
+    add to the split term; a client checks the part that depends on colluders alone."""
+    if not (2 <= k and k % 2 == 0 and (k + 1) // 2 < t <= k):
+        return False
+    sec = 2.0 ** -(security_bits + 1)
+    if n * corruption_rate ** (k // 2) > sec:
+        return False
+    return n * _binomial_tail_at_least(k, corruption_rate, 2 * t - k - 1) <= sec

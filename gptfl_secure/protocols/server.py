@@ -10,6 +10,7 @@ the sets U1..U5, never an individual input.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,27 @@ class TranscriptEntry:
     step: str
     sender: int
     data: bytes
+
+
+MAX_KEPT_PER_SENDER = 2
+"""Messages the transcript keeps per sender and step: the first, and a second as evidence of a
+duplicate. Further ones, and any message over the step's size bound, are counted in
+``SecAggServer.unrecorded`` and not stored, so one sender cannot grow the record without bound."""
+
+
+def max_message_bytes(cfg: SecAggConfig, step: str) -> int:
+    """The largest message a client can honestly send at ``step`` under ``cfg``; anything larger
+    is rejected unparsed (and not stored)."""
+    group = cfg.num_clients if cfg.neighbors is None else min(cfg.num_clients, cfg.neighbors + 1)
+    header, sig = m._HEADER.size, crypto.SIGNATURE_BYTES
+    body = {
+        "advertise_keys": 2 * crypto.KEY_BYTES,
+        "share_keys": 32 + 4 + group * (m._SHARE_ENTRY.size + 2 * shamir.SHARE_BYTES + 16),
+        "masked_input": 4 + cfg.vector_length * cfg.element_bytes,
+        "consistency_check": m.DIGEST_BYTES,
+        "unmasking": 4 + group * m._UNMASK_ENTRY.size,
+    }[step]
+    return header + body + sig
 
 
 @dataclass
@@ -74,8 +96,11 @@ class SecAggServer:
         self._secret_commits: dict[int, bytes] = {}
         self._inputs: dict[int, np.ndarray] = {}
         self._u3_digest = b""
+        self.context = b""  # the session context (messages.session_context), after round 0
         self._consistency: dict[int, bytes] = {}
         self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
+        self.unrecorded: dict[int, int] = {}  # sender -> messages not kept (over the caps)
+        self._kept: dict[tuple[str, object], int] = {}
         self._next = "advertise_keys"
 
     # ------------------------------------------------------------------ plumbing
@@ -87,8 +112,11 @@ class SecAggServer:
         pairs = incoming.items() if isinstance(incoming, Mapping) else incoming
         seen: dict[int, object] = {}
         delivered: set[int] = set()  # every sender heard this round, valid message or not
-        for sender, data in pairs:
-            self.transcript.append(TranscriptEntry(step, sender, bytes(data)))
+        limit = max_message_bytes(self.cfg, step)
+        for pair in pairs:
+            sender, data = self._typed(step, pair, limit)
+            if sender is None:
+                continue
             if sender not in expected_senders:
                 self.rejected.setdefault(sender, f"{step}: not expected at this round")
                 continue
@@ -97,14 +125,48 @@ class SecAggServer:
                 self.rejected[sender] = f"{step}: duplicated message"
                 continue
             delivered.add(sender)
+            if data is None:
+                continue  # rejected by _typed: malformed or oversized
             try:
-                env = m.open_signed(data, msg_type, self.session_id, self._identity_keys)
+                env = m.open_signed(data, msg_type, self.session_id, self._identity_keys,
+                                    self.context)
                 if env.sender != sender:
                     raise MessageError(f"signed by {env.sender}, delivered by {sender}")
                 seen[sender] = parse(self, env)
             except MessageError as exc:
                 self.rejected[sender] = f"{step}: {exc}"
+            except (ValueError, TypeError, KeyError, IndexError, struct.error) as exc:
+                self.rejected[sender] = f"{step}: malformed message ({type(exc).__name__}: {exc})"
         return seen
+
+    def _typed(self, step: str, pair: object, limit: int) -> tuple[int | None, bytes | None]:
+        """(sender, bytes) of one incoming pair, kept in the transcript within the caps. A
+        malformed pair (not a pair, a sender that is not a client id, bytes that are not bytes,
+        more than ``limit`` bytes) gives data None and a rejection, never an exception."""
+        try:
+            sender, data = pair
+        except (TypeError, ValueError):
+            self.rejected.setdefault(-1, f"{step}: an incoming item is not a (sender, bytes) pair")
+            return None, None
+        if not isinstance(sender, int) or isinstance(sender, bool):
+            self.rejected.setdefault(-1, f"{step}: sender {sender!r} is not a client id")
+            return None, None
+        reason = None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            reason = f"{step}: payload is a {type(data).__name__}, not bytes"
+        elif len(data) > limit:
+            reason = f"{step}: {len(data)} bytes exceed the step's bound of {limit}"
+        kept = self._kept.get((step, sender), 0)
+        if reason is None and kept < MAX_KEPT_PER_SENDER:
+            data = bytes(data)
+            self.transcript.append(TranscriptEntry(step, sender, data))
+            self._kept[(step, sender)] = kept + 1
+        else:
+            self.unrecorded[sender] = self.unrecorded.get(sender, 0) + 1
+        if reason is not None:
+            self.rejected[sender] = reason
+            return sender, None
+        return sender, bytes(data)
 
     def _abort_below_threshold(self, step: str, survivors: frozenset[int]) -> None:
         if len(survivors) < self.cfg.threshold:
@@ -169,6 +231,8 @@ class SecAggServer:
         self._keys = dict(got)
         self._adverts = {e.sender: e.data for e in self.transcript
                          if e.step == "advertise_keys" and e.sender in self.u1}
+        digests = {c: m.advert_digest(self._adverts[c]) for c in self.u1}
+        self.context = m.session_context(self.session_id, digests)
         enrolled = frozenset(self._identity_keys)
         seed = public_seed(self.session_id, enrolled)
         self._groups = {c: p | {c} for c, p in
@@ -178,7 +242,8 @@ class SecAggServer:
         for c in sorted(self.u1):
             group = self._groups[c] & self.u1
             if group not in built:
-                body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(group)))
+                body = m.key_list_body(self.u1, (self._adverts[v] for v in sorted(group)),
+                                       digests)
                 built[group] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
             out[c] = built[group]
         self._next = "share_keys"
@@ -291,13 +356,16 @@ class SecAggServer:
         if secret is None or not self._secret_checks(owner, kind, secret):
             self._next = "aborted"
             raise SecAggAbort("unmasking", len(good), t,
-                              f"client {owner}'s shares do not rebuild its committed secret")
+                              f"client {owner}'s shares do not rebuild its committed secret",
+                              cause=SecAggAbort.RECONSTRUCTION_FAILED)
         return secret
 
     def _interpolate(self, owner: int, shares: list[tuple[int, bytes]], t: int) -> bytes | None:
         if len(shares) < t:
             self._next = "aborted"
-            raise SecAggAbort("unmasking", len(shares), t, f"too few shares for client {owner}")
+            raise SecAggAbort("unmasking", len(shares), t,
+                              f"too few shares of client {owner} reached the server intact",
+                              cause=SecAggAbort.RECONSTRUCTION_FAILED)
         points = [(w + 1, shamir.from_bytes(share)) for w, share in shares[:t]]
         secret = shamir.reconstruct(points, t)
         return secret.to_bytes(32, "big") if secret < 2**256 else None
