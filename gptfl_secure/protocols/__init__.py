@@ -13,12 +13,14 @@ from .client import SecAggClient
 from .config import STEPS, SecAggConfig
 from .crypto import IdentityKey
 from .errors import MessageError, ProtocolViolation, SecAggAbort
+from .policy import ClientPolicy, PolicyViolation, SessionLedger
 from .runner import MaskedSumResult, SessionStats, run_masked_sum
 from .secagg_plus import choose_secagg_plus_params
 from .server import SecAggServer, TranscriptEntry
 
 __all__ = [
-    "STEPS", "IdentityKey", "MaskedSumResult", "MessageError", "ProtocolViolation",
-    "SecAggAbort", "SecAggClient", "SecAggConfig", "SecAggServer", "SessionStats",
+    "STEPS", "ClientPolicy", "IdentityKey", "MaskedSumResult", "MessageError", "PolicyViolation",
+    "ProtocolViolation", "SecAggAbort", "SecAggClient", "SecAggConfig", "SecAggServer",
+    "SessionLedger", "SessionStats",
     "TranscriptEntry", "choose_secagg_plus_params", "run_masked_sum",
 ]

@@ -94,7 +94,7 @@ class SecAggClient:
             ``identity_keys`` are checked against it before any key is made; a weaker or
             inconsistent proposal raises :class:`PolicyViolation`. None: the registry is
             ``identity_keys`` itself (the in-process runner enrols clients directly) with the
-            default rules.
+            default rules, except that a group of one is allowed (the caller chose the group).
         ledger: the session ids this client has started; a reused id raises PolicyViolation.
     """
 
@@ -104,10 +104,10 @@ class SecAggClient:
                  ledger: SessionLedger | None = None) -> None:
         if not isinstance(session_id, bytes) or len(session_id) != m.SESSION_ID_BYTES:
             raise ValueError(f"session_id must be {m.SESSION_ID_BYTES} bytes")
+        policy = policy if policy is not None else ClientPolicy(dict(identity_keys), min_clients=1)
+        policy.check(cfg, client_id, identity_keys)
         if identity_keys.get(client_id) != identity.public:
             raise ValueError(f"client {client_id}: identity key is not the enrolled one")
-        policy = policy if policy is not None else ClientPolicy(dict(identity_keys))
-        policy.check(cfg, client_id, identity_keys)
         if ledger is not None:
             ledger.claim(session_id)
         self.cfg, self.id, self.session_id = cfg, client_id, session_id

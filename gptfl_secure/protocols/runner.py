@@ -19,6 +19,7 @@ from . import crypto
 from .client import SecAggClient
 from .config import STEPS, SecAggConfig
 from .errors import ProtocolViolation, SecAggAbort
+from .policy import ClientPolicy
 from .server import SecAggServer, TranscriptEntry
 
 
@@ -115,12 +116,16 @@ Tamper = Callable[[str, int, bytes], bytes | None]
 
 def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
                    dropouts: Mapping[int, str] | None = None,
-                   seed: int | None = None, *, tamper: Tamper | None = None) -> MaskedSumResult:
+                   seed: int | None = None, *, tamper: Tamper | None = None,
+                   policies: Mapping[int, ClientPolicy] | None = None) -> MaskedSumResult:
     """Sum ``inputs`` mod ``cfg.modulus`` with the masked-sum protocol, in process.
 
     ``dropouts[cid] = step`` makes client ``cid`` go silent from ``step`` on. ``tamper(step,
     sender, data)``, for testing, stands in for a hostile network: it returns the bytes the
-    server receives instead of ``data``, or None to lose the message. Returns the sum over the
+    server receives instead of ``data``, or None to lose the message. ``policies[cid]``: what
+    client ``cid`` trusts (default: the enrolled group as given, see :class:`SecAggClient`); a
+    client whose policy refuses the session stays silent and is listed in
+    ``stats.client_aborts``. Returns the sum over the
     included clients (U3); raises :class:`SecAggAbort` below threshold.
     """
     dropouts = dict(dropouts or {})
@@ -128,9 +133,15 @@ def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
     session_id = session_id_for(seed)
     identities = {cid: crypto.IdentityKey() for cid in inputs}
     public = {cid: key.public for cid, key in identities.items()}
-    clients = {cid: SecAggClient(cfg, cid, identities[cid], public, session_id) for cid in inputs}
     server = SecAggServer(cfg, public, session_id)
     stats = SessionStats()
+    clients = {}
+    for cid in inputs:
+        try:
+            clients[cid] = SecAggClient(cfg, cid, identities[cid], public, session_id,
+                                        policy=policies.get(cid) if policies else None)
+        except ProtocolViolation as exc:  # the client's policy refuses the session: it is silent
+            stats.client_aborts[cid] = str(exc)
 
     def speaks(cid: int, step: str) -> bool:
         silent_from = dropouts.get(cid)

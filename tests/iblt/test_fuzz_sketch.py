@@ -224,9 +224,9 @@ def test_corrupted_honest_sum_never_yields_a_wrong_count(case, data):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known limitation, reported: a forged single-cell copy of a key's row in a stalled table "
-    "yields a wrong count with complete=False; DecodeResult's docstring promises exact counts "
-    "even for incomplete results"))
+    "known limitation, documented (SECURITY.md, proofs/iblt-no-wrong-count.md): a forged "
+    "single-cell copy of a key's row in a stalled table yields a wrong count with "
+    "complete=False; the no-wrong-count guarantee is for sums of honest sketches"))
 def test_forged_single_cell_copy_in_a_stalled_table_never_yields_a_wrong_count():
     """420 keys in a table sized for 30: peeling stalls. One client adds a second copy of the
     row of key k0-4 to the one cell where that key sits alone: decode peels k0-4 there with
