@@ -15,6 +15,28 @@ each virtual node); its client id in every session is N. Handlers:
   protocol violation aborts the client for the session: it answers ``abort`` and reveals nothing.
 * ``query.plain``: ``secagg=off`` only: the contribution itself, in the clear.
 
+What the node trusts comes from the node, never from the server's message. The first step of a
+session carries a :class:`~.wire.SessionHeader` (the proposed config and group), validated by
+``SessionHeader.from_bytes`` and then checked against a
+:class:`~gptfl_secure.protocols.policy.ClientPolicy` built from the node config (``--node-config``):
+
+* ``registry``: path of a JSON file ``{"<client id>": "<Ed25519 public key hex>", ...}``, the
+  out-of-band enrolment. A session group must be a subset of it. This node's own entry, if
+  present, must be its own key (use ``identity-file`` to keep the key stable across restarts).
+* Without ``registry``, trust on first use: the node pins in ``Context.state`` the identity key it
+  first sees for each client id and refuses any later header that changes one. This only detects
+  a *change*: a server that lies from the very first session can still hand out keys of its own
+  and impersonate clients to this node. Use a registry where that matters.
+* ``min-clients`` (default 2), ``max-colluders`` (0), ``min-threshold-fraction`` (0.0),
+  ``secagg-plus`` (true), ``corruption-rate`` (0.0): the ClientPolicy fields of those names.
+* ``identity-file``: path of a file holding the hex of a 32-byte Ed25519 seed; without it the
+  identity is made at first contact and lives in ``Context.state`` for the run.
+
+A :class:`~gptfl_secure.protocols.policy.SessionLedger` of the session ids started, in
+``Context.state``, refuses a reused session id. A refused header (malformed, against the policy,
+a changed pinned key, a reused id) makes the node answer ``abort`` with the reason, before any key
+is made.
+
 State between steps (:mod:`.client_state`) lives in ``Context.state`` only, in memory, and is
 deleted when the session ends.
 """
@@ -22,6 +44,7 @@ deleted when the session ends.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,6 +54,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..protocols import STEPS, IdentityKey, ProtocolViolation, SecAggClient
+from ..protocols.policy import ClientPolicy, PolicyViolation, SessionLedger
 from . import wire
 from .client_state import dump_client, load_client
 
@@ -42,6 +66,16 @@ Config = Callable[[], "SimConfig"]
 IDENTITY = "gptfl-identity"
 SESSIONS = "gptfl-sessions"
 INPUTS = "gptfl-inputs"
+PINNED = "gptfl-pinned"  # trust on first use: client id -> identity key first seen
+LEDGER = "gptfl-ledger"  # the session ids this node has started
+
+SESSION_ID_BYTES = 32
+MAX_PAYLOAD_BYTES = 1 << 31
+"""Bound on one protocol message from the server (SecAggClient checks the exact format)."""
+
+
+class NodeConfigError(ValueError):
+    """A ``--node-config`` value (or the registry / identity file it names) is unusable."""
 
 
 def _record(context: Context, name: str) -> ConfigRecord:
@@ -59,13 +93,135 @@ def partition_id(context: Context) -> int:
 
 
 def identity(context: Context) -> IdentityKey:
-    """This node's Ed25519 identity, created at first contact and kept for the run."""
+    """This node's Ed25519 identity: from ``identity-file`` when the node config names one,
+    else created at first contact and kept for the run."""
+    path = context.node_config.get("identity-file")
+    if path:
+        try:
+            seed = bytes.fromhex(open(str(path)).read().strip())
+        except (OSError, ValueError) as exc:
+            raise NodeConfigError(f"identity-file {path!r}: {exc}") from None
+        if len(seed) != 32:
+            raise NodeConfigError(f"identity-file {path!r}: the seed must be 32 bytes of hex")
+        return IdentityKey(seed)
     rec = _record(context, IDENTITY)
     if "seed" not in rec:
         from ..protocols import crypto
 
         rec["seed"] = crypto.random_bytes(32)
     return IdentityKey(bytes(rec["seed"]))
+
+
+def _node_int(context: Context, key: str, default: int) -> int:
+    value = context.node_config.get(key, default)
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise NodeConfigError(f"node config {key}={value!r}: must be an integer") from None
+
+
+def _node_float(context: Context, key: str, default: float) -> float:
+    value = context.node_config.get(key, default)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise NodeConfigError(f"node config {key}={value!r}: must be a number") from None
+
+
+def _node_bool(context: Context, key: str, default: bool) -> bool:
+    value = context.node_config.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise NodeConfigError(f"node config {key}={value!r}: must be true or false")
+
+
+def load_registry(path: str) -> dict[int, bytes]:
+    """The out-of-band registry: a JSON object mapping client id -> Ed25519 public key hex."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        if not isinstance(raw, dict):
+            raise ValueError("a JSON object {\"<client id>\": \"<key hex>\"} is expected")
+        keys = {int(cid): bytes.fromhex(key) for cid, key in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise NodeConfigError(f"registry {path!r}: {exc}") from None
+    for cid, key in keys.items():
+        if not 0 <= cid < 2**32 - 1 or len(key) != 32:
+            raise NodeConfigError(f"registry {path!r}: client {cid}: ids in [0, 2^32 - 1), "
+                                  "keys of 32 bytes")
+    return keys
+
+
+def node_policy(context: Context, pid: int, own_public: bytes,
+                header: wire.SessionHeader) -> ClientPolicy:
+    """The :class:`ClientPolicy` this node applies to ``header``, built from its node config and
+    what it trusts (its registry, or the keys it pinned at first use), never from the server.
+
+    Without a registry, a header that changes a pinned key raises :class:`PolicyViolation`; the
+    keys it introduces are trusted on first use (pinned by :func:`_pin` once the session is
+    accepted)."""
+    registry = context.node_config.get("registry")
+    if registry:
+        trusted = load_registry(str(registry))
+        if trusted.setdefault(pid, own_public) != own_public:
+            raise PolicyViolation(f"the registry lists another identity key for this node "
+                                  f"({pid}) than its own")
+    else:
+        pinned = _record(context, PINNED)
+        trusted = {pid: own_public}
+        for cid, key in header.identity_keys.items():
+            known = trusted.get(cid, pinned.get(str(cid)))
+            if known is not None and bytes(known) != key:
+                raise PolicyViolation(f"client {cid}'s identity key differs from the one this "
+                                      "node pinned when it first saw it (no registry: trust on "
+                                      "first use)")
+            trusted[cid] = key
+    try:
+        return ClientPolicy(
+            trusted, min_clients=_node_int(context, "min-clients", 2),
+            max_colluders=_node_int(context, "max-colluders", 0),
+            min_threshold_fraction=_node_float(context, "min-threshold-fraction", 0.0),
+            allow_secagg_plus=_node_bool(context, "secagg-plus", True),
+            corruption_rate=_node_float(context, "corruption-rate", 0.0))
+    except ValueError as exc:
+        raise NodeConfigError(f"node config: {exc}") from None
+
+
+def _pin(context: Context, keys: Mapping[int, bytes]) -> None:
+    if context.node_config.get("registry"):
+        return
+    pinned = _record(context, PINNED)
+    for cid, key in keys.items():
+        pinned.setdefault(str(cid), key)
+
+
+def _ledger(context: Context) -> SessionLedger:
+    return SessionLedger.of(bytes.fromhex(k) for k in _record(context, LEDGER))
+
+
+def _request(message: Message) -> tuple[ConfigRecord, bytes, str]:
+    """(record, session id, step) of a ``query.secagg`` message, type-checked."""
+    rec = message.content[wire.RECORD] if wire.RECORD in message.content else None
+    if not isinstance(rec, ConfigRecord):
+        raise ProtocolViolation(STEPS[0], "server", f"no {wire.RECORD!r} ConfigRecord")
+    session, step = rec.get("session"), rec.get("step")
+    if step not in STEPS:
+        raise ProtocolViolation(STEPS[0], "server", f"unknown step {str(step)[:40]!r}")
+    if not isinstance(session, bytes) or len(session) != SESSION_ID_BYTES:
+        raise ProtocolViolation(step, "server", f"the session id must be {SESSION_ID_BYTES} "
+                                "bytes")
+    for name in (("header",) if step == STEPS[0] else ("payload",)):
+        value = rec.get(name)
+        if not isinstance(value, bytes) or len(value) > MAX_PAYLOAD_BYTES:
+            raise ProtocolViolation(step, "server", f"{name} must be bytes of at most "
+                                    f"{MAX_PAYLOAD_BYTES}")
+    return rec, session, step
 
 
 @functools.lru_cache(maxsize=2)
@@ -145,18 +301,24 @@ def _input_for(get_config: Config, context: Context, header: wire.SessionHeader,
 
 
 def secagg(message: Message, context: Context, get_config: Config) -> Message:
-    """One step of the masked-sum protocol; the first step also carries the session header."""
+    """One step of the masked-sum protocol; the first step also carries the session header,
+    which the node validates and checks against its own policy before it makes any key."""
     start = time.perf_counter()
-    rec = message.content[wire.RECORD]
-    session, step = bytes(rec["session"]), str(rec["step"])
-    key = session.hex()
     sessions = _record(context, SESSIONS)
-    pid = partition_id(context)
+    key = None
     try:
+        rec, session, step = _request(message)
+        key = session.hex()
+        pid = partition_id(context)
         if step == STEPS[0]:
             header = wire.SessionHeader.from_bytes(bytes(rec["header"]))
-            client = SecAggClient(header.cfg, pid, identity(context), header.identity_keys,
-                                  session)
+            me = identity(context)
+            policy = node_policy(context, pid, me.public, header)
+            ledger = _ledger(context)
+            client = SecAggClient(header.cfg, pid, me, header.identity_keys, session,
+                                  policy=policy, ledger=ledger)
+            _record(context, LEDGER)[key] = True
+            _pin(context, header.identity_keys)
             sessions[key + ":header"] = bytes(rec["header"])
             args: tuple = ()
         else:
@@ -169,7 +331,8 @@ def secagg(message: Message, context: Context, get_config: Config) -> Message:
             args += (_input_for(get_config, context, header, pid),)
         out = getattr(client, step)(*args)
     except (ProtocolViolation, ValueError) as exc:
-        _forget(sessions, key)
+        if key is not None:
+            _forget(sessions, key)
         return _reply(message, abort=str(exc), seconds=time.perf_counter() - start)
     if step == STEPS[-1]:
         _forget(sessions, key)
@@ -187,8 +350,11 @@ def _forget(sessions: ConfigRecord, key: str) -> None:
 def plain(message: Message, context: Context, get_config: Config) -> Message:
     """``secagg=off``: send the vector itself (the server sees it: not private)."""
     rec = message.content[wire.RECORD]
-    header = wire.SessionHeader.from_bytes(bytes(rec["header"]))
-    vector = _input_for(get_config, context, header, partition_id(context))
+    try:
+        header = wire.SessionHeader.from_bytes(rec.get("header"))
+        vector = _input_for(get_config, context, header, partition_id(context))
+    except (ProtocolViolation, ValueError) as exc:
+        return _reply(message, abort=str(exc))
     return _reply(message, payload=vector.astype(np.uint64).tobytes())
 
 

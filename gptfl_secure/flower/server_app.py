@@ -14,11 +14,22 @@ as the sim does). Outputs are the sim's (``metrics.json``, ``metrics.csv``, plot
 ``transcript_summary.json``, ``checkpoint.npz``) plus ``flower.json`` (nodes, per-step wall
 times) and ``sums.npz`` (each session's sum and included ids, and the global model at the start
 of each round, for checking the run against the in-process sim).
+
+Every reply is untrusted input. Each field the server reads from a node (enroll: partition-id,
+identity; a protocol step: payload, abort, seconds; plain: payload; train: ok, seconds) is type-
+and size-checked before use (:func:`read_enroll`, :func:`read_step_reply`, :func:`read_plain`,
+:func:`read_train`): bytes must be bytes within the step's bound
+(:func:`~gptfl_secure.protocols.server.max_message_bytes`), numbers finite, strings bounded. A
+malformed reply makes its node a dropout for that session, with the reason logged and kept in the
+session's ``server_rejected``; it never raises out of the run. A session that aborts skips its
+round; label discovery retries with a fresh session and stops the run with
+:class:`~gptfl_secure.sim.label_discovery.LabelDiscoveryFailed` if every attempt aborts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +40,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.serverapp import Grid, ServerApp
 
 from ..protocols import STEPS, SecAggAbort, SecAggConfig, SecAggServer
+from ..protocols.crypto import KEY_BYTES
 from ..protocols.runner import MaskedSumResult, SessionStats, session_id_for
+from ..protocols.server import max_message_bytes
 from ..sim.aggregation import AggregateResult, SecureAggregator, plain_sum
 from ..sim.config import SimConfig
 from . import wire
@@ -40,6 +53,73 @@ Log = Callable[[str], None]
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+MAX_REASON_CHARS = 500
+"""A node's abort reason is kept (and logged) up to this many characters."""
+MAX_SECONDS = 1e7
+
+
+class MalformedReply(ValueError):
+    """A node's reply does not have the fields, types or sizes its step requires."""
+
+
+def _bytes(rec: Mapping, name: str, limit: int, exact: int | None = None) -> bytes:
+    value = rec.get(name)
+    if not isinstance(value, bytes):
+        what = "missing" if value is None else f"a {type(value).__name__}"
+        raise MalformedReply(f"{name} is {what}, not bytes")
+    if len(value) > limit or (exact is not None and len(value) != exact):
+        want = f"exactly {exact}" if exact is not None else f"at most {limit}"
+        raise MalformedReply(f"{name} has {len(value)} bytes, {want} expected")
+    return value
+
+
+def _seconds(rec: Mapping) -> float:
+    value = rec.get("seconds", 0.0)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS)):
+        raise MalformedReply(f"seconds={str(value)[:40]!r}: must be a finite number in "
+                             f"[0, {MAX_SECONDS:g}]")
+    return float(value)
+
+
+def _reason(value: object) -> str:
+    if isinstance(value, str):
+        return value[:MAX_REASON_CHARS] + ("..." if len(value) > MAX_REASON_CHARS else "")
+    return f"(an abort reason of type {type(value).__name__})"
+
+
+def read_enroll(rec: Mapping, clients: int) -> tuple[int, bytes]:
+    """(partition id, identity public key) of an enroll reply, or MalformedReply."""
+    cid = rec.get("partition-id")
+    if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid < clients:
+        raise MalformedReply(f"partition-id {str(cid)[:40]!r}: must be an int in "
+                             f"[0, {clients})")
+    return cid, _bytes(rec, "identity", KEY_BYTES, KEY_BYTES)
+
+
+def read_step_reply(rec: Mapping, cfg: SecAggConfig, step: str) -> tuple[bytes | None, str | None,
+                                                                         float]:
+    """(payload, abort reason, seconds) of a protocol-step reply: exactly one of payload and
+    abort is not None. The payload is bytes of at most ``max_message_bytes(cfg, step)``."""
+    seconds = _seconds(rec)
+    if "abort" in rec:
+        return None, _reason(rec["abort"]), seconds
+    return _bytes(rec, "payload", max_message_bytes(cfg, step)), None, seconds
+
+
+def read_plain(rec: Mapping, cfg: SecAggConfig) -> np.ndarray:
+    """The vector of a ``secagg=off`` reply: exactly ``vector_length`` uint64 entries."""
+    data = _bytes(rec, "payload", 8 * cfg.vector_length, 8 * cfg.vector_length)
+    return np.frombuffer(data, dtype=np.uint64)
+
+
+def read_train(rec: Mapping) -> float:
+    """Seconds of a train reply that reports success (``ok`` is True)."""
+    if rec.get("ok") is not True:
+        raise MalformedReply(f"ok={str(rec.get('ok'))[:40]!r}: training did not report success")
+    return _seconds(rec)
 
 
 @dataclass
@@ -104,7 +184,12 @@ class FlowerTransport:
             key = back.get(reply.metadata.src_node_id)
             if key is None or reply.has_error() or wire.RECORD not in reply.content:
                 continue
-            out[key] = reply.content[wire.RECORD]
+            record = reply.content[wire.RECORD]
+            if not isinstance(record, ConfigRecord):
+                self.log(f"      {group}: reply of {key} carries a {type(record).__name__}, "
+                         "not a ConfigRecord: dropout")
+                continue
+            out[key] = record
         self.step_seconds.append({"group": group, "seconds": round(seconds, 4),
                                   "sent": len(contents), "answered": len(out)})
         missing = sorted(set(contents) - set(out))
@@ -123,12 +208,16 @@ def enroll(transport: FlowerTransport, node_ids: list[int], clients: int,
     replies = transport.exchange(wire.ENROLL, contents, timeout, "enroll", by_node=True)
     keys: dict[int, bytes] = {}
     for node, rec in sorted(replies.items()):
-        cid = int(rec["partition-id"])
-        if not 0 <= cid < clients or cid in keys:
-            transport.log(f"      node {node}: partition-id {cid} is out of range or taken; "
+        try:
+            cid, key = read_enroll(rec, clients)
+        except MalformedReply as exc:
+            transport.log(f"      node {node}: malformed enroll reply ({exc}); left out")
+            continue
+        if cid in keys or key in keys.values():
+            transport.log(f"      node {node}: partition-id {cid} or its identity key is taken; "
                           "left out")
             continue
-        keys[cid] = bytes(rec["identity"])
+        keys[cid] = key
         transport.nodes[cid] = node
     return keys
 
@@ -138,13 +227,18 @@ def masked_sum(transport: FlowerTransport, name: str, header: wire.SessionHeader
     """One session of the masked-sum protocol over Flower messages.
 
     ``header.identity_keys`` are the session's clients; ``speakers`` those that are asked the
-    first step (a client that could not prepare its input is silent from the start). Raises
-    SecAggAbort below the threshold, like :func:`run_masked_sum`."""
+    first step (a client that could not prepare its input is silent from the start). A reply
+    that :func:`read_step_reply` refuses makes its client a dropout (logged, and kept in
+    ``stats.server_rejected``). Raises SecAggAbort below the threshold, like
+    :func:`run_masked_sum`, with ``abort.partial`` the session's record up to the abort. The
+    result carries the session id, identity keys and config, so it can be recorded
+    (``record-transcript``)."""
     session_id = session_id_for(None)
     server = SecAggServer(header.cfg, header.identity_keys, session_id)
     stats = SessionStats()
     header_bytes = header.to_bytes()
     outgoing: Mapping[int, bytes] | None = None
+    malformed: dict[int, str] = {}
     try:
         for step in STEPS:
             recipients = sorted(speakers) if outgoing is None else sorted(outgoing)
@@ -158,21 +252,35 @@ def masked_sum(transport: FlowerTransport, name: str, header: wire.SessionHeader
             replies = transport.exchange(wire.SECAGG, contents, timeout, f"{name}/{step}")
             got = {}
             for cid, rec in sorted(replies.items()):
-                stats.client_seconds[step][cid] = float(rec.get("seconds", 0.0))
-                if "abort" in rec:
-                    stats.client_aborts[cid] = str(rec["abort"])
-                    transport.log(f"      {name}/{step}: client {cid} aborted: {rec['abort']}")
+                try:
+                    payload, abort, seconds = read_step_reply(rec, header.cfg, step)
+                except MalformedReply as exc:
+                    malformed[cid] = f"{step}: malformed reply ({exc})"
+                    transport.log(f"      {name}/{step}: client {cid} sent a malformed reply "
+                                  f"({exc}): dropout")
                     continue
-                got[cid] = bytes(rec["payload"])
-                stats.client_upload_bytes[step][cid] = len(got[cid])
+                stats.client_seconds[step][cid] = seconds
+                if abort is not None:
+                    stats.client_aborts[cid] = abort
+                    transport.log(f"      {name}/{step}: client {cid} aborted: {abort}")
+                    continue
+                got[cid] = payload
+                stats.client_upload_bytes[step][cid] = len(payload)
             start = time.perf_counter()
             outgoing = getattr(server, step)(got)
             stats.server_seconds[step] = time.perf_counter() - start
             if step != "unmasking":
                 stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
+    except SecAggAbort as abort:
+        stats.server_rejected.update(server.rejected)
+        stats.server_rejected.update(malformed)
+        abort.partial = MaskedSumResult.aborted(abort, server, stats, header.identity_keys)
+        raise
     finally:
         stats.server_rejected.update(server.rejected)
-    result = MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats)
+        stats.server_rejected.update(malformed)
+    result = MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats,
+                             session_id, dict(header.identity_keys), header.cfg)
     return AggregateResult(result.total, result.included, result)
 
 
@@ -182,8 +290,13 @@ def plain_exchange(transport: FlowerTransport, name: str, header: wire.SessionHe
     contents = {cid: RecordDict({wire.RECORD: ConfigRecord({"header": header.to_bytes()})})
                 for cid in sorted(speakers)}
     replies = transport.exchange(wire.PLAIN, contents, timeout, f"{name}/plain")
-    vectors = {cid: np.frombuffer(bytes(rec["payload"]), dtype=np.uint64)
-               for cid, rec in replies.items() if "payload" in rec}
+    vectors = {}
+    for cid, rec in sorted(replies.items()):
+        try:
+            vectors[cid] = read_plain(rec, header.cfg)
+        except MalformedReply as exc:
+            transport.log(f"      {name}/plain: client {cid} sent a malformed reply ({exc}): "
+                          "dropout")
     if not vectors:
         raise SecAggAbort("masked_input", 0, 1)
     return plain_sum(vectors, header.cfg.modulus)
@@ -195,7 +308,8 @@ def aggregate(transport: FlowerTransport, config: SimConfig, name: str,
     """The sum of the inputs of ``keys``' clients, the session parameters chosen as the sim's
     aggregator chooses them (complete graph or SecAgg+, t = floor(2n/3) + 1)."""
     if config.secagg == "off":
-        cfg = SecAggConfig(len(keys), 1, d, modulus)
+        # The threshold is unused by a plain sum; SecAggConfig requires a majority.
+        cfg = SecAggConfig(len(keys), len(keys) // 2 + 1, d, modulus)
         return plain_exchange(transport, name, wire.SessionHeader(cfg, dict(keys), **purpose),
                               speakers, timeout)
     cfg = SecureAggregator(config.secagg, dropout_rate=config.dropout).config(len(keys), d,
@@ -206,31 +320,27 @@ def aggregate(transport: FlowerTransport, config: SimConfig, name: str,
 
 def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, bytes],
              options: FlowerOptions, log: Log):
-    """GPT-FL step 1 over Flower: as :func:`gptfl_secure.sim.label_discovery.discover_labels`,
-    one retry at double capacity when the sketch does not decode."""
-    from ..iblt import IbltParams, IbltSketch
-    from ..sim.label_discovery import LabelDiscovery
+    """GPT-FL step 1 over Flower: the loop of
+    :func:`gptfl_secure.sim.label_discovery.discover_labels` (one retry at double capacity when
+    the sketch does not decode; a fresh session after an aborted one, up to
+    ``ABORT_RETRIES``; :class:`LabelDiscoveryFailed` when every attempt aborts)."""
+    from ..iblt import IbltParams
+    from ..sim.label_discovery import discover_with
 
     log(f"[1/3] label discovery: {len(keys)} nodes encode their label names into IBLT "
         f"sketches, summed with secagg={config.secagg}")
-    params = IbltParams(capacity=config.label_capacity, seed=config.seed)
-    attempts = 0
-    while True:
-        attempts += 1
-        summed = aggregate(transport, config, f"labels-{attempts}", keys, set(keys),
-                           params.vector_length, params.modulus, options.step_timeout,
-                           purpose=wire.PURPOSE_LABELS, iblt_capacity=params.capacity,
-                           iblt_seed=params.seed)
-        result = IbltSketch.from_vector(params, summed.total).decode()
-        if result.complete or attempts > 1:
-            found = LabelDiscovery(participants=len(summed.included),
-                                   counts=dict(sorted(result.counts.items())),
-                                   complete=result.complete, capacity=params.capacity,
-                                   attempts=attempts, session=summed)
-            log(f"      participants: {found.participants}; labels (complete="
-                f"{found.complete}): {json.dumps(found.counts)}")
-            return found
-        params = params.with_capacity(2 * params.capacity)
+
+    def sum_sketches(params: IbltParams, attempt: int) -> AggregateResult:
+        return aggregate(transport, config, f"labels-{attempt}", keys, set(keys),
+                         params.vector_length, params.modulus, options.step_timeout,
+                         purpose=wire.PURPOSE_LABELS, iblt_capacity=params.capacity,
+                         iblt_seed=params.seed)
+
+    found = discover_with(sum_sketches, IbltParams(capacity=config.label_capacity,
+                                                   seed=config.seed), log=log)
+    log(f"      participants: {found.participants}; labels (complete="
+        f"{found.complete}): {json.dumps(found.counts)}")
+    return found
 
 
 def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
@@ -275,7 +385,11 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         sums[f"{name}_total"] = np.asarray(result.total, dtype=np.uint64)
         sums[f"{name}_included"] = np.array(sorted(result.included), dtype=np.int64)
 
-    found = discover(transport, config, keys, options, log)
+    try:
+        found = discover(transport, config, keys, options, log)
+    except Exception as exc:  # LabelDiscoveryFailed: say why in the run's log, then stop
+        log(f"stopping: {exc}")
+        raise
     keep("labels", found.session)
     record_transcript(config, out, "label-discovery", found.session)
     log(f"[2/3] initial model: {config.init} {config.effective_model}")
@@ -310,8 +424,15 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         contents = {c: RecordDict({wire.MODEL: model_record,
                                    wire.RECORD: ConfigRecord({"round": r})}) for c in cohort}
         start = time.perf_counter()
-        trained = transport.exchange(wire.TRAIN, contents, options.train_timeout,
-                                     f"round{r}/train")
+        trained = {}
+        for c, rec in transport.exchange(wire.TRAIN, contents, options.train_timeout,
+                                         f"round{r}/train").items():
+            try:
+                read_train(rec)
+            except MalformedReply as exc:
+                log(f"      round{r}/train: client {c} sent a malformed reply ({exc}): dropout")
+                continue
+            trained[c] = rec
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         try:

@@ -38,6 +38,10 @@ def test_client_survives_a_save_and_load_between_every_step_with_dropout_recover
                 args += (inputs[c],)
             replies[c] = getattr(client, step)(*args)
             saved[c] = dump_client(client)
+            reloaded = load_client(saved[c])
+            assert reloaded._context == client._context  # the session context, from share_keys
+            assert (len(client._context) == 32) == (step != "advertise_keys")
+            assert set(vars(reloaded)) == set(vars(client))
         outgoing = getattr(server, step)(replies)
     assert outgoing.included == {0, 1, 2, 3}
     assert np.array_equal(outgoing.total, np.full(16, 1 + 2 + 3 + 4, dtype=np.uint64))
@@ -75,3 +79,308 @@ def test_the_app_pyproject_lists_every_key_with_the_sim_default():
     assert not missing, f"add to [tool.flwr.app.config] of {app}: {sorted(missing)}"
     assert not unknown, f"remove from [tool.flwr.app.config] of {app}: {sorted(unknown)}"
     parse_run_config(listed)
+
+
+# --------------------------------------------------------------------------------------------
+# Untrusted input at both ends of the Flower transport. The nodes below are the real ClientApp
+# handlers, each with its own Context, called in-process by a stand-in for FlowerTransport.
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict  # noqa: E402
+
+from gptfl_secure.flower import client_app, server_app, wire  # noqa: E402
+from gptfl_secure.flower.options import FlowerOptions  # noqa: E402
+from gptfl_secure.protocols import SecAggAbort  # noqa: E402
+from gptfl_secure.protocols.recording import read_record, record_result  # noqa: E402
+from gptfl_secure.protocols.server import max_message_bytes  # noqa: E402
+from gptfl_secure.sim.label_discovery import LabelDiscoveryFailed  # noqa: E402
+
+D = 8
+MOD = 2**32
+LABELS = {0: {"cat", "dog"}, 1: {"dog"}, 2: {"cat", "owl"}, 3: {"owl"}, 4: {"dog", "emu"}}
+HANDLERS = {wire.SECAGG: client_app.secagg, wire.ENROLL: client_app.enroll,
+            wire.PLAIN: client_app.plain}
+
+
+def _message(content: RecordDict, message_type: str, node: int) -> Message:
+    return Message(content, metadata=Metadata(
+        run_id=1, message_id=f"m{time.monotonic_ns()}", src_node_id=1, dst_node_id=node,
+        reply_to_message_id="", group_id="g", created_at=time.time(), ttl=60.0,
+        message_type=message_type))
+
+
+def _node_context(cid: int, **node_config) -> Context:
+    return Context(run_id=1, node_id=100 + cid, node_config={"partition-id": cid, **node_config},
+                   state=RecordDict(), run_config={})
+
+
+class FakeNodes:
+    """Stands in for FlowerTransport: each message goes to a node's ClientApp handler; a
+    ``tamper(group, cid, reply record) -> reply (any mapping) or None`` may rewrite a reply."""
+
+    def __init__(self, n: int, tamper=None, **node_config) -> None:
+        self.contexts = {c: _node_context(c, **node_config) for c in range(n)}
+        self.nodes = {c: 100 + c for c in range(n)}
+        self.tamper = tamper
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def keys(self) -> dict[int, bytes]:
+        return {c: client_app.identity(ctx).public for c, ctx in self.contexts.items()}
+
+    def give_inputs(self, r: int) -> dict[int, np.ndarray]:
+        vectors = {c: np.arange(D, dtype=np.uint64) * (c + 1) for c in self.contexts}
+        for c, ctx in self.contexts.items():
+            client_app._record(ctx, client_app.INPUTS)[f"round-{r}"] = vectors[c].tobytes()
+        return vectors
+
+    def exchange(self, message_type, contents, timeout, group, *, by_node=False):
+        out = {}
+        for key, content in contents.items():
+            cid = key - 100 if by_node else key
+            reply = HANDLERS[message_type](_message(content, message_type, 100 + cid),
+                                           self.contexts[cid], lambda: None)
+            rec = reply.content[wire.RECORD]
+            if self.tamper is not None:
+                rec = self.tamper(group, cid, rec)
+            if rec is not None:
+                out[key] = rec
+        return out
+
+
+@pytest.fixture
+def sketches(monkeypatch):
+    from gptfl_secure.iblt import IbltParams, IbltSketch
+
+    def label_sketch(config, pid, capacity, seed):
+        return IbltSketch.from_keys(IbltParams(capacity=capacity, seed=seed),
+                                    sorted(LABELS[pid])).to_vector()
+
+    monkeypatch.setattr(client_app, "label_sketch", label_sketch)
+
+
+def _round_header(nodes: FakeNodes, threshold: int = 4) -> wire.SessionHeader:
+    keys = nodes.keys()
+    return wire.SessionHeader(SecAggConfig(len(keys), threshold, D, MOD), keys,
+                              wire.PURPOSE_ROUND, round=1)
+
+
+def _masked_sum(nodes: FakeNodes, header: wire.SessionHeader):
+    return server_app.masked_sum(nodes, "round1", header, set(header.identity_keys), 1.0)
+
+
+MALFORMED = {
+    "payload of the wrong type": lambda rec: {**rec, "payload": "not bytes"},
+    "payload None": lambda rec: {**rec, "payload": None},
+    "payload missing": lambda rec: {k: v for k, v in rec.items() if k != "payload"},
+    "non-numeric seconds": lambda rec: {**rec, "seconds": "fast"},
+    "NaN seconds": lambda rec: {**rec, "seconds": float("nan")},
+    "a huge integer for bytes": lambda rec: {**rec, "payload": 2**62},
+    "a list for bytes": lambda rec: {**rec, "payload": [1, 2, 3]},
+    "an abort reason of 10^6 chars and a bad type": lambda rec: {"abort": ["x"] * 10**6},
+}
+
+
+@pytest.mark.parametrize("step", ["advertise_keys", "masked_input"])
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_a_malformed_step_reply_makes_its_node_a_dropout(kind, step):
+    def tamper(group, cid, rec):
+        return MALFORMED[kind](dict(rec)) if (cid == 4 and group == f"round1/{step}") else rec
+
+    nodes = FakeNodes(5, tamper)
+    vectors = nodes.give_inputs(1)
+    result = _masked_sum(nodes, _round_header(nodes))
+    assert result.included == {0, 1, 2, 3}
+    assert np.array_equal(result.total, sum(vectors[c] for c in range(4)) % MOD)
+    if "abort" not in kind:
+        assert "malformed reply" in result.session.stats.server_rejected[4]
+        assert any("client 4 sent a malformed reply" in line for line in nodes.lines)
+
+
+def test_an_oversized_payload_is_refused_before_it_is_read():
+    cfg = SecAggConfig(5, 4, D, MOD)
+    limit = max_message_bytes(cfg, "masked_input")
+    assert server_app.read_step_reply({"payload": b"x" * limit}, cfg, "masked_input")[0]
+    with pytest.raises(server_app.MalformedReply, match="bytes"):
+        server_app.read_step_reply({"payload": b"x" * (limit + 1)}, cfg, "masked_input")
+
+
+def test_malformed_enroll_replies_are_left_out():
+    bad = {1: {"partition-id": "1"}, 2: {"partition-id": 2.0}, 3: {"partition-id": 99},
+           4: {"partition-id": True}, 5: {"identity": b"k" * 31}, 6: {"identity": 2**62},
+           7: {"identity": None}}
+
+    def tamper(group, cid, rec):
+        return {**rec, **bad[cid]} if cid in bad else rec
+
+    nodes = FakeNodes(8, tamper)
+    keys = server_app.enroll(nodes, list(nodes.nodes.values()), 8, 1.0)
+    assert keys == {0: nodes.keys()[0]}
+    assert sum("malformed enroll reply" in line for line in nodes.lines) == len(bad)
+
+
+def test_malformed_plain_and_train_replies_are_dropouts():
+    nodes = FakeNodes(3, lambda g, cid, rec: {"payload": b"\0" * 7} if cid == 2 else rec)
+    vectors = nodes.give_inputs(1)
+    header = wire.SessionHeader(SecAggConfig(3, 2, D, MOD), nodes.keys(), wire.PURPOSE_ROUND,
+                                round=1)
+    result = server_app.plain_exchange(nodes, "round1", header, {0, 1, 2}, 1.0)
+    assert result.included == {0, 1}
+    assert np.array_equal(result.total, vectors[0] + vectors[1])
+    assert server_app.read_train({"ok": True, "seconds": 2}) == 2.0
+    for rec in ({}, {"ok": 1}, {"ok": True, "seconds": "x"}, {"ok": True, "seconds": -1.0}):
+        with pytest.raises(server_app.MalformedReply):
+            server_app.read_train(rec)
+
+
+def test_the_flower_masked_sum_result_can_be_recorded(tmp_path):
+    nodes = FakeNodes(5)
+    nodes.give_inputs(1)
+    header = _round_header(nodes)
+    session = _masked_sum(nodes, header).session
+    assert len(session.session_id) == 32
+    assert session.identity_keys == header.identity_keys and session.config == header.cfg
+    record = read_record(record_result(tmp_path, "round-0001", session))
+    assert (record.config, record.session_id) == (header.cfg, session.session_id)
+    assert dict(record.identity_keys) == header.identity_keys
+    assert record.included == frozenset(range(5)) and len(record.transcript) == 25
+
+
+def test_an_aborted_flower_session_carries_its_partial_record():
+    def tamper(group, cid, rec):
+        return {"payload": 7} if cid >= 2 else rec
+
+    nodes = FakeNodes(5, tamper)
+    with pytest.raises(SecAggAbort) as info:
+        _masked_sum(nodes, _round_header(nodes))
+    partial = info.value.partial
+    assert partial is not None and partial.abort_reason == str(info.value)
+    assert partial.config == _round_header(nodes).cfg and len(partial.session_id) == 32
+    assert set(partial.stats.server_rejected) == {2, 3, 4}
+
+
+def _discover(nodes: FakeNodes):
+    config = SimConfig(clients=5, cohort=5, label_capacity=20, dropout=0.0)
+    return server_app.discover(nodes, config, nodes.keys(), FlowerOptions(step_timeout=1.0),
+                               nodes.log)
+
+
+def test_flower_label_discovery_retries_an_aborted_session(sketches):
+    def tamper(group, cid, rec):  # the first session: three nodes send garbage
+        return {"payload": None} if group.startswith("labels-1/") and cid < 3 else rec
+
+    nodes = FakeNodes(5, tamper)
+    found = _discover(nodes)
+    assert (found.attempts, found.complete, found.participants) == (2, True, 5)
+    assert found.counts == {"cat": 2, "dog": 3, "emu": 1, "owl": 2}
+    assert len(found.aborts) == 1 and "aborted_sessions" in found.to_json()
+
+
+def test_flower_label_discovery_stops_with_an_explained_error_when_every_session_aborts(
+        sketches):
+    nodes = FakeNodes(5, lambda group, cid, rec: {"payload": "junk"} if cid < 3 else rec)
+    with pytest.raises(LabelDiscoveryFailed, match="all 3 sessions aborted") as info:
+        _discover(nodes)
+    assert all(a.partial is not None for a in info.value.aborts)
+    assert sum("retrying with a fresh session" in line for line in nodes.lines) == 2
+
+
+# ------------------------------------------------------------------ the ClientApp's own policy
+def _first_step(ctx: Context, header, session: bytes = b"s" * 32) -> ConfigRecord:
+    header_bytes = header if isinstance(header, bytes) else header.to_bytes()
+    content = RecordDict({wire.RECORD: ConfigRecord(
+        {"session": session, "step": "advertise_keys", "payload": b"", "header": header_bytes})})
+    reply = client_app.secagg(_message(content, wire.SECAGG, ctx.node_id), ctx, lambda: None)
+    return reply.content[wire.RECORD]
+
+
+def _group(ctx: Context, n: int = 5) -> dict[int, bytes]:
+    keys = {c: IdentityKey().public for c in range(n)}
+    keys[int(ctx.node_config["partition-id"])] = client_app.identity(ctx).public
+    return keys
+
+
+def test_the_client_app_accepts_a_sound_header():
+    ctx = _node_context(0)
+    keys = _group(ctx)
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), keys, "round", 1))
+    assert "abort" not in rec and isinstance(rec["payload"], bytes)
+
+
+def test_the_client_app_refuses_a_threshold_weaker_than_its_node_config():
+    ctx = _node_context(0, **{"max-colluders": 2})
+    keys = _group(ctx)
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 3, D, MOD), keys, "round", 1))
+    assert "threshold 3 of 5" in rec["abort"]
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), keys, "round", 1),
+                      session=b"t" * 32)
+    assert "abort" not in rec
+
+
+def test_the_client_app_refuses_a_group_size_mismatch():
+    ctx = _node_context(0)
+    keys = _group(ctx, 4)
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), keys, "round", 1))
+    assert "num_clients=5 but the session group has 4" in rec["abort"]
+
+
+def test_the_client_app_refuses_a_changed_key_it_pinned():
+    ctx = _node_context(0)
+    keys = _group(ctx)
+    assert "abort" not in _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), keys,
+                                                              "round", 1))
+    changed = {**keys, 3: IdentityKey().public}
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), changed, "round", 2),
+                      session=b"u" * 32)
+    assert "client 3's identity key differs" in rec["abort"]
+
+
+def test_the_client_app_refuses_a_reused_session_id():
+    ctx = _node_context(0)
+    header = wire.SessionHeader(SecAggConfig(5, 4, D, MOD), _group(ctx), "round", 1)
+    assert "abort" not in _first_step(ctx, header)
+    assert "was used before" in _first_step(ctx, header)["abort"]
+
+
+def test_the_client_app_trusts_its_registry_not_the_server(tmp_path):
+    seed = tmp_path / "identity.hex"
+    seed.write_text(bytes(range(32)).hex())
+    me = IdentityKey(bytes(range(32))).public
+    registry = {c: IdentityKey().public for c in range(1, 5)}
+    (tmp_path / "registry.json").write_text(json.dumps({str(c): k.hex()
+                                                        for c, k in registry.items()}))
+    ctx = _node_context(0, registry=str(tmp_path / "registry.json"), **{
+        "identity-file": str(seed)})
+    assert client_app.identity(ctx).public == me
+    good = {0: me, **registry}
+    assert "abort" not in _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), good,
+                                                              "round", 1))
+    forged = {**good, 4: IdentityKey().public}
+    rec = _first_step(ctx, wire.SessionHeader(SecAggConfig(5, 4, D, MOD), forged, "round", 1),
+                      session=b"v" * 32)
+    assert "not enrolled with that identity key" in rec["abort"]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda h: {**h, "threshold": 4.0}, "threshold"),
+    (lambda h: {**h, "num_clients": True}, "num_clients"),
+    (lambda h: {**h, "vector_length": 2**40}, "vector_length"),
+    (lambda h: {**h, "peers": h["peers"] + [h["peers"][0]]}, "listed twice"),
+    (lambda h: {**h, "peers": [[0, "zz" * 32]]}, "not hex"),
+    (lambda h: {**h, "purpose": "steal"}, "purpose"),
+    (lambda h: {**h, "iblt_capacity": -1}, "iblt_capacity"),
+    (lambda h: {k: v for k, v in h.items() if k != "round"}, "missing fields"),
+    (lambda h: {**h, "extra": 1}, "unknown fields"),
+])
+def test_session_header_validates_every_field(edit, reason):
+    header = wire.SessionHeader(SecAggConfig(5, 4, D, MOD), {c: bytes([c]) * 32 for c in range(5)},
+                                "round", 1)
+    data = json.dumps(edit(json.loads(header.to_bytes()))).encode()
+    with pytest.raises(wire.HeaderError, match=reason):
+        wire.SessionHeader.from_bytes(data)
+    ctx = _node_context(0)
+    assert "malformed session header" in _first_step(ctx, data)["abort"]
