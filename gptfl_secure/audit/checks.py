@@ -16,10 +16,16 @@ failing check shows a deviation, but a passing audit shows only that this record
 with an honest run. The message checks judge every recorded message, whoever is at fault: a
 message a network or a client corrupted, which an honest server rightly dropped, fails them too
 (the server records what it received, rejected messages included).
+
+An aborted session's record (its ``aborted`` reason set) goes through every check for the part
+that exists: the message checks, duplicates, consistency, shares and uniformity as for any
+session; ``thresholds`` and ``survivors`` by an abort's rules (it ended where the threshold
+first failed, recorded nothing after, included nobody).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -117,16 +123,27 @@ def check_thresholds(t: Transcript, **_) -> CheckResult:
     * reconstruction, at unmasking: for each u in U3 and each v in U2 \\ U3, at least t members
       of its group sent UNMASK (the server needs t shares to rebuild b_u or v's mask key).
 
+    For an aborted session (the record's ``aborted`` reason) the server rule says where it
+    ended: at the first round with fewer than t valid senders, or at unmasking when a secret
+    could not be rebuilt (the reconstruction rule, or shares that do not open their
+    commitments). The check then requires t valid senders in every round before that one, no
+    message recorded after it (the server stopped there), the client rule for every round
+    recorded, and the round named in the reason to be that round.
+
     Proves: the session met t in every round and neighbourhood, so each secret was t-out-of-
-    group shared and rebuilt from t shares. Cannot see what the server claimed to the clients."""
+    group shared and rebuilt from t shares; an aborted session aborted where and because its
+    messages say it had to. Cannot see what the server claimed to the clients."""
     cfg, details = t.cfg, []
     thr = cfg.threshold
-    counts = []
-    for step in STEPS:
-        n = len(t.senders(step))
-        counts.append(str(n))
-        if n < thr:
-            details.append(f"{step}: {n} clients sent a valid message, below t={thr}")
+    below = [step for step in STEPS if len(t.senders(step)) < thr]
+    end = below[0] if below else None  # where an honest server stops
+    shown = STEPS[: STEPS.index(end) + 1] if t.aborted and end else STEPS
+    counts = [str(len(t.senders(step))) for step in shown]
+    if t.aborted:
+        details += _abort_findings(t, end, thr)
+    else:
+        details += [f"{step}: {len(t.senders(step))} clients sent a valid message, below t={thr}"
+                    for step in below]
     for prev, step in zip(STEPS, STEPS[1:], strict=False):
         before = t.senders(prev)
         for c in sorted(t.senders(step)):
@@ -134,22 +151,67 @@ def check_thresholds(t: Transcript, **_) -> CheckResult:
             if seen < thr:
                 details.append(f"{step}: client {c} answered though only {seen} of its group "
                                f"sent {prev}, below t={thr}")
+    short = _reconstruction_shortfalls(t, thr)
+    if not t.aborted:
+        details += short
+    summary = f"t={thr}; valid senders per round: " + ", ".join(counts)
+    if t.aborted and end:
+        summary += f"; aborted at {end} ({len(t.senders(end))} < t)"
+        summary += " as the messages require" * (not details)
+    elif t.aborted:
+        summary += ("; aborted at unmasking: " + (f"fewer than t shares of {len(short)} secrets"
+                    if short else "shares that do not rebuild a committed secret (see shares)"))
+    else:
+        summary += " (all >= t)" * (not details)
+    return CheckResult("thresholds", not details, summary, tuple(details))
+
+
+def _reconstruction_shortfalls(t: Transcript, thr: int) -> list[str]:
+    """The reconstruction rule's failures: secrets of which fewer than t holders sent UNMASK."""
     u2, u3, u5 = (t.senders(s) for s in ("share_keys", "masked_input", "unmasking"))
+    out = []
     if u5:
         for owner in sorted(u2):
             holders = len(t.groups[owner] & u5)
             if holders < thr:
                 what = "b_u" if owner in u3 else "mask key"
-                details.append(f"unmasking: {holders} of client {owner}'s group revealed a "
-                               f"share of its {what}, below t={thr}")
-    summary = f"t={thr}; valid senders per round: " + ", ".join(counts) + " (all >= t)" * (
-        not details)
-    return CheckResult("thresholds", not details, summary, tuple(details))
+                out.append(f"unmasking: {holders} of client {owner}'s group revealed a "
+                           f"share of its {what}, below t={thr}")
+    return out
+
+
+_ABORTED_AT = re.compile(r"aborted at (\w+)")
+
+
+def _abort_findings(t: Transcript, end: str | None, thr: int) -> list[str]:
+    """What makes an aborted record inconsistent with an honest server's abort."""
+    out = []
+    said = _ABORTED_AT.search(t.aborted or "")
+    said_step = said.group(1) if said else None
+    if said_step is not None and said_step not in STEPS:
+        out.append(f"the abort reason names no round of the protocol: {t.aborted!r}")
+    where = end or "unmasking"
+    if said_step in STEPS and said_step != where:
+        out.append(f"the record says the session aborted at {said_step}, but "
+                   + (f"{end} is the first round with fewer than t={thr} valid senders"
+                      if end else f"every round has at least t={thr} valid senders"))
+    if end is None and "rebuilt" not in (t.aborted or ""):
+        out.append(f"the record says the session aborted ({t.aborted!r}), but every round has "
+                   f"at least t={thr} valid senders and the reason is not a failed "
+                   "reconstruction")
+    if end is not None:
+        later = [msg for msg in t.messages if STEPS.index(msg.step) > STEPS.index(end)]
+        if later:
+            steps = sorted({msg.step for msg in later}, key=STEPS.index)
+            out.append(f"{len(later)} messages recorded at {', '.join(steps)}, after the abort "
+                       f"at {end} (an honest server stops there)")
+    return out
 
 
 def check_survivors(t: Transcript, **_) -> CheckResult:
     """Survivors only shrink: the senders of each round are among those of the previous round,
-    and the record's included set is U3, the senders of a valid masked input.
+    and the record's included set is U3, the senders of a valid masked input (empty for an
+    aborted session, which sums nothing).
 
     Proves: the server dealt each round only with clients that completed the previous one (it
     expects no one else), and summed exactly the inputs it received."""
@@ -159,7 +221,10 @@ def check_survivors(t: Transcript, **_) -> CheckResult:
         if extra:
             details.append(f"{step}: clients {sorted(extra)} sent no valid {prev} message")
     u3, included = t.senders("masked_input"), t.record.included
-    if included != u3:
+    if t.aborted and included:
+        details.append(f"included {sorted(included)} in a session that aborted (it sums "
+                       "nobody)")
+    elif not t.aborted and included != u3:
         details.append(f"included {sorted(included)} is not U3 {sorted(u3)} (the senders of a "
                        "valid masked input)")
     summary = " >= ".join(str(len(t.senders(s))) for s in STEPS) + f"; included {len(included)}"

@@ -2,10 +2,14 @@
 
 Reads each ``session-<name>.json`` record (and its ``.bin``) under DIR, recursively, and runs
 every check of :mod:`gptfl_secure.audit.checks` with nothing but the record: no client secret.
-Prints a verdict per session and per check, with the uniformity p-values. Exit status: 0 when
-every check of every session passes; 1 when a check fails; 2 when DIR is missing, holds no
-record, or holds a record that cannot be read (truncated, garbage, inconsistent), which takes
-precedence (the audit is incomplete).
+Then the checks of :mod:`gptfl_secure.audit.directory` across the records: no session id and no
+signature in two records, and, when DIR (or, for ``OUT/transcripts``, OUT) holds the run's
+``transcript_summary.json`` / ``metrics.json``, one record per session the run says it ran.
+Prints a verdict per session (PASS, FAIL, or ABORTED with the reason for an aborted session
+whose recorded part is consistent) and per check, with the uniformity p-values. Exit status: 0
+when every check passes (consistent aborted sessions included); 1 when a check fails; 2 when DIR
+is missing, holds no record, or holds a record or run report that cannot be read (truncated,
+garbage, inconsistent), which takes precedence (the audit is incomplete).
 """
 
 from __future__ import annotations

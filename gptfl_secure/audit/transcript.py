@@ -7,8 +7,9 @@ first that fails is the message's problem (named after the audit check that repo
 2. ``steps``: its type is the one of the round it was recorded at;
 3. ``session_ids``: its header carries the record's session id;
 4. ``signatures``: its header names an enrolled client and the signature verifies under that
-   client's identity key (``messages.open_signed``). Passing 1-4 makes it *authentic*: that client
-   wrote these bytes for this session and this round;
+   client's identity key (``messages.open_signed``), under the session context for every round
+   after the first (below). Passing 1-4 makes it *authentic*: that client wrote these bytes for
+   this session, this round and, after ADVERTISE, this U1 with these advertisements;
 5. ``senders``: the transport-level sender the server recorded is the client the header names;
 6. ``bodies``: the body parses strictly for its type, with the server's own extra rules (no
    small-order X25519 key; SHARES addressed to exactly the sender's group in U1).
@@ -17,6 +18,20 @@ As the server does, a sender with two or more messages at one round (``duplicate
 them dropped. The messages left form the survivor sets U1..U5 (one per round, :data:`STEPS`
 order). Authentic UNMASK messages are kept even when dropped: the server holds their shares
 whatever it did with them next.
+
+The session context (wire v2, ``messages.session_context``) is derived from the record exactly as
+the honest server derives it in ``SecAggServer.advertise_keys``: U1 is the set of senders of
+exactly one recorded ADVERTISE message (``_collect``: a sender heard twice is dropped, whatever
+its first message was), that message well framed, signed by the sender it was recorded under
+and with a well-formed body; the context hashes the session id and the digest
+(``messages.advert_digest``) of each U1 member's ADVERTISE bytes. Every later message is verified
+under that context, so a message signed for another U1, for other advertisements or in another
+session fails ``signatures`` even when the session id matches. Rounds are parsed in order, since
+each needs the one before. One thing the record cannot show: the server does not keep a message
+over its round's size bound (``server.max_message_bytes``) or one that is not bytes, but counts
+it as heard; a client that sent such a message and a valid ADVERTISE is out of the honest
+server's U1 and in the auditor's, and then every later signature fails under the auditor's
+context.
 """
 
 from __future__ import annotations
@@ -73,6 +88,12 @@ class Transcript:
     groups: dict[int, frozenset[int]]  # every enrolled client's group, itself included
     valid: dict[str, dict[int, Message]] = field(default_factory=dict)
     duplicated: dict[str, frozenset[int]] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)  # U1 -> its advertisement digest
+    context: bytes = b""  # the session context every message after ADVERTISE is signed under
+
+    @property
+    def aborted(self) -> str | None:
+        return self.record.aborted
 
     @property
     def cfg(self) -> SecAggConfig:
@@ -109,7 +130,7 @@ def groups_of(record: SessionRecord) -> dict[int, frozenset[int]]:
     return {c: p | {c} for c, p in neighbours(enrolled, record.config.neighbors, seed).items()}
 
 
-def _authenticate(msg: Message, record: SessionRecord) -> None:
+def _authenticate(msg: Message, record: SessionRecord, context: bytes) -> None:
     expected = STEP_TYPES[msg.step]
     header = msg.header = peek_header(msg.data)
     if header is None:
@@ -128,7 +149,8 @@ def _authenticate(msg: Message, record: SessionRecord) -> None:
                                       "not the record's (a message from another session)")
         return
     try:
-        m.open_signed(msg.data, expected, record.session_id, record.identity_keys)
+        m.open_signed(msg.data, expected, record.session_id, record.identity_keys,
+                      b"" if msg.step == "advertise_keys" else context)
     except MessageError as exc:
         msg.problem = ("signatures", str(exc))
         return
@@ -190,10 +212,10 @@ def parse(record: SessionRecord) -> Transcript:
     """Check every message of ``record`` and derive the survivor set of every round."""
     messages = [Message(i, e.step, e.sender, e.data) for i, e in enumerate(record.transcript)]
     t = Transcript(record, messages, groups_of(record))
-    for msg in messages:
-        _authenticate(msg, record)
-    for step in STEPS:  # in round order: SHARES addressing needs U1
+    for step in STEPS:  # in round order: the session context and SHARES addressing need U1
         at_step = [msg for msg in messages if msg.step == step]
+        for msg in at_step:
+            _authenticate(msg, record, t.context)
         counts: dict[int, int] = {}
         for msg in at_step:
             counts[msg.sender] = counts.get(msg.sender, 0) + 1
@@ -203,4 +225,8 @@ def parse(record: SessionRecord) -> Transcript:
                 _parse_body(msg, t)
         t.valid[step] = {msg.sender: msg for msg in at_step
                          if msg.problem is None and msg.sender not in t.duplicated[step]}
+        if step == "advertise_keys":  # as SecAggServer.advertise_keys derives it
+            t.digests = {c: m.advert_digest(msg.data)
+                         for c, msg in sorted(t.valid[step].items())}
+            t.context = m.session_context(record.session_id, t.digests)
     return t

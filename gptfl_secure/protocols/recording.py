@@ -1,10 +1,15 @@
 """A file format for the server's record of one masked-sum session, read back strictly.
 
 A record holds what the server saw and nothing secret: the public parameters, the session id,
-every enrolled client's Ed25519 identity *public* key, every client message the server received
-(round, transport-level sender, bytes, in arrival order, rejected ones included) and the set of
-clients whose inputs are in the sum. ``python -m gptfl_secure.audit DIR`` checks such records
-without any client secret.
+every enrolled client's Ed25519 identity *public* key, every client message the server kept
+(round, transport-level sender, bytes, in arrival order, rejected ones included; at most
+``server.MAX_KEPT_PER_SENDER`` per client and round), the set of clients whose inputs are in the
+sum and, for a session that aborted, why. ``python -m gptfl_secure.audit DIR`` checks such
+records without any client secret.
+
+Every masked-sum session gets a record, aborted ones included: an aborted session's record is
+``SecAggAbort.partial`` (see :meth:`MaskedSumResult.aborted`), the messages up to the abort, with
+nobody included and ``"aborted"`` set to the abort's message.
 
 One record is two files in one directory, written by :func:`record_session`::
 
@@ -15,13 +20,14 @@ One record is two files in one directory, written by :func:`record_session`::
 
     {
       "format": "gptfl-secure/secagg-session-record",
-      "version": 1,
+      "version": 2,
       "name": "<name>",
       "config": {"num_clients": n, "threshold": t, "vector_length": d, "modulus": q,
                  "neighbors": k or null},
       "session_id": "<64 hex digits>",
       "identity_keys": {"<client id>": "<64 hex digits: Ed25519 public key>", ...},
-      "included": [client ids, strictly increasing],
+      "included": [client ids, strictly increasing; empty for an aborted session],
+      "aborted": null | "<reason>",
       "messages": {"file": "session-<name>.bin", "count": N, "bytes": B,
                    "sha256": "<hex digest of the .bin file>"}
     }
@@ -30,6 +36,13 @@ One record is two files in one directory, written by :func:`record_session`::
 
     file  = b"GSAREC\\x00\\x01" | count (u32) | entry * count
     entry = round (u8: index into config.STEPS) | sender (u32) | length (u32) | message bytes
+
+``"aborted"`` is null for a session that produced a sum, else the abort's message, non-empty
+(``str(SecAggAbort)``, e.g. ``"secure aggregation aborted at masked_input: 3 survivors <
+threshold 4"``). Version history: 1, wire-v1 messages, no ``"aborted"`` key (aborted sessions
+were not recorded); 2 (this one), wire-v2 messages (signatures after ADVERTISE cover the session
+context, ``messages.session_context``) and ``"aborted"``. A version-1 record is refused: its
+messages are wire v1, which this code no longer verifies.
 
 ``<name>`` is 1 to 128 characters of ``[A-Za-z0-9._-]``, starting with a letter or digit. The
 ``.bin`` file is written first and the ``.json`` last, each through a temporary file and an atomic
@@ -63,14 +76,14 @@ from .messages import SESSION_ID_BYTES
 from .server import TranscriptEntry
 
 FORMAT = "gptfl-secure/secagg-session-record"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: wire-v2 messages, "aborted" key (every session recorded)
 BIN_MAGIC = b"GSAREC\x00\x01"
 _COUNT = struct.Struct(">I")
 _ENTRY = struct.Struct(">BII")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _CONFIG_KEYS = ("num_clients", "threshold", "vector_length", "modulus", "neighbors")
 _TOP_KEYS = {"format", "version", "name", "config", "session_id", "identity_keys", "included",
-             "messages"}
+             "aborted", "messages"}
 _MESSAGES_KEYS = {"file", "count", "bytes", "sha256"}
 U32_MAX = 2**32 - 1
 
@@ -81,7 +94,8 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """One session as the server saw it. ``transcript`` is in arrival order."""
+    """One session as the server saw it. ``transcript`` is in arrival order; ``aborted`` is
+    None for a session that produced a sum, else why it aborted."""
 
     name: str
     config: SecAggConfig
@@ -89,6 +103,7 @@ class SessionRecord:
     identity_keys: Mapping[int, bytes]
     transcript: tuple[TranscriptEntry, ...]
     included: frozenset[int]
+    aborted: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -120,6 +135,8 @@ def _validate(rec: SessionRecord) -> None:
     if not rec.included <= set(rec.identity_keys):
         raise RecordError(f"included clients {sorted(rec.included - set(rec.identity_keys))} "
                           "are not enrolled")
+    if rec.aborted is not None and (not isinstance(rec.aborted, str) or not rec.aborted):
+        raise RecordError("aborted must be None or the abort's reason (a non-empty string)")
     if not isinstance(rec.transcript, tuple):
         raise RecordError("transcript must be a tuple of TranscriptEntry")
     for i, e in enumerate(rec.transcript):
@@ -141,22 +158,27 @@ def _is_u32(v: object) -> bool:
 def record_session(directory: str | os.PathLike[str], name: str, cfg: SecAggConfig,
                    session_id: bytes, identity_public_keys: Mapping[int, bytes],
                    transcript: Iterable[TranscriptEntry], included: Iterable[int], *,
-                   overwrite: bool = False) -> Path:
-    """Write ``session-<name>.{bin,json}`` into ``directory`` (created if missing).
+                   aborted: str | None = None, overwrite: bool = False) -> Path:
+    """Write ``session-<name>.{bin,json}`` into ``directory`` (created if missing); ``aborted``
+    is the abort's reason for a session that aborted.
 
     Returns the ``.json`` path. Raises :class:`RecordError` for a malformed record and
     ``FileExistsError`` if the record exists and ``overwrite`` is False.
     """
     record = SessionRecord(name, cfg, bytes(session_id), dict(identity_public_keys),
-                           tuple(transcript), frozenset(included))
+                           tuple(transcript), frozenset(included), aborted)
     return write_record(directory, record, overwrite=overwrite)
 
 
 def record_result(directory: str | os.PathLike[str], name: str, result,
                   cfg: SecAggConfig | None = None, *, overwrite: bool = False) -> Path:
-    """Record a :class:`MaskedSumResult` from ``run_masked_sum``::
+    """Record a :class:`MaskedSumResult` from ``run_masked_sum``, or the partial record of an
+    aborted session (``SecAggAbort.partial``, whose ``abort_reason`` becomes ``"aborted"``)::
 
-        result = run_masked_sum(cfg, inputs, dropouts)
+        try:
+            result = run_masked_sum(cfg, inputs, dropouts)
+        except SecAggAbort as abort:
+            result = abort.partial
         record_result(out / "transcripts", f"round-{r:04d}", result, cfg)
 
     Uses ``result.session_id`` and ``result.identity_keys`` (the enrolled Ed25519 public keys).
@@ -177,7 +199,8 @@ def record_result(directory: str | os.PathLike[str], name: str, result,
     if cfg is None:
         raise TypeError("pass cfg: the result does not carry its SecAggConfig")
     return record_session(directory, name, cfg, session_id, keys, result.transcript,
-                          result.included, overwrite=overwrite)
+                          result.included, aborted=getattr(result, "abort_reason", None),
+                          overwrite=overwrite)
 
 
 def bin_name(name: str) -> str:
@@ -216,6 +239,7 @@ def write_record(directory: str | os.PathLike[str], record: SessionRecord, *,
         "session_id": record.session_id.hex(),
         "identity_keys": {str(c): k.hex() for c, k in sorted(record.identity_keys.items())},
         "included": sorted(record.included),
+        "aborted": record.aborted,
         "messages": {"file": bin_path.name, "count": len(record.transcript), "bytes": len(blob),
                      "sha256": hashlib.sha256(blob).hexdigest()},
     }
@@ -301,12 +325,16 @@ def _hex(v: object, n: int, what: str) -> bytes:
 
 
 def _from_meta(path: Path, meta: object) -> SessionRecord:
+    # format and version first: the set of keys depends on the version
+    if isinstance(meta, dict) and "format" in meta and "version" in meta:
+        if meta["format"] != FORMAT:
+            raise RecordError(f"format {meta['format']!r} is not {FORMAT!r}")
+        if _int(meta["version"], "version") != FORMAT_VERSION:
+            raise RecordError(f"record version {meta['version']} is not supported (expected "
+                              f"{FORMAT_VERSION}; version 1 holds wire-v1 messages)")
     meta = _keys(meta, _TOP_KEYS, "record")
     if meta["format"] != FORMAT:
         raise RecordError(f"format {meta['format']!r} is not {FORMAT!r}")
-    if _int(meta["version"], "version") != FORMAT_VERSION:
-        raise RecordError(f"record version {meta['version']} is not supported "
-                          f"(expected {FORMAT_VERSION})")
     name = meta["name"]
     if not isinstance(name, str) or not _NAME.fullmatch(name) or path.name != json_name(name):
         raise RecordError(f"name {name!r} does not match the file name {path.name!r}")
@@ -339,8 +367,11 @@ def _from_meta(path: Path, meta: object) -> SessionRecord:
         raise RecordError(f"messages.file must be {bin_name(name)!r}")
     count, size = _int(msgs["count"], "messages.count"), _int(msgs["bytes"], "messages.bytes")
     digest = _hex(msgs["sha256"], 32, "messages.sha256")
+    aborted = meta["aborted"]
+    if aborted is not None and (not isinstance(aborted, str) or not aborted):
+        raise RecordError("aborted must be null or the abort's reason (a non-empty string)")
     transcript = _read_bin(path.with_name(bin_name(name)), count, size, digest)
-    return SessionRecord(name, cfg, session_id, keys, transcript, frozenset(included))
+    return SessionRecord(name, cfg, session_id, keys, transcript, frozenset(included), aborted)
 
 
 def _read_bin(path: Path, count: int, size: int, digest: bytes) -> tuple[TranscriptEntry, ...]:

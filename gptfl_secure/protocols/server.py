@@ -40,8 +40,9 @@ class TranscriptEntry:
 
 MAX_KEPT_PER_SENDER = 2
 """Messages the transcript keeps per sender and step: the first, and a second as evidence of a
-duplicate. Further ones, and any message over the step's size bound, are counted in
-``SecAggServer.unrecorded`` and not stored, so one sender cannot grow the record without bound."""
+duplicate. Further ones are counted in ``SecAggServer.unrecorded`` and not stored, and a message
+over the step's size bound is stored cut to the bound plus one byte, so one sender cannot grow
+the record without bound, and an auditor still sees every sender the server heard."""
 
 
 def max_message_bytes(cfg: SecAggConfig, step: str) -> int:
@@ -148,7 +149,7 @@ class SecAggServer:
         except (TypeError, ValueError):
             self.rejected.setdefault(-1, f"{step}: an incoming item is not a (sender, bytes) pair")
             return None, None
-        if not isinstance(sender, int) or isinstance(sender, bool):
+        if not isinstance(sender, int) or isinstance(sender, bool) or not 0 <= sender < m.SERVER:
             self.rejected.setdefault(-1, f"{step}: sender {sender!r} is not a client id")
             return None, None
         reason = None
@@ -156,17 +157,24 @@ class SecAggServer:
             reason = f"{step}: payload is a {type(data).__name__}, not bytes"
         elif len(data) > limit:
             reason = f"{step}: {len(data)} bytes exceed the step's bound of {limit}"
+        # A rejected payload is kept as evidence too, cut to limit + 1 bytes (a non-bytes one as
+        # b""), so that an auditor sees that the sender was heard, as the server did.
+        if reason is None:
+            stored = data if isinstance(data, bytes) else bytes(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            stored = bytes(memoryview(data)[: limit + 1])
+        else:
+            stored = b""
         kept = self._kept.get((step, sender), 0)
-        if reason is None and kept < MAX_KEPT_PER_SENDER:
-            data = bytes(data)
-            self.transcript.append(TranscriptEntry(step, sender, data))
+        if kept < MAX_KEPT_PER_SENDER:
+            self.transcript.append(TranscriptEntry(step, sender, stored))
             self._kept[(step, sender)] = kept + 1
         else:
             self.unrecorded[sender] = self.unrecorded.get(sender, 0) + 1
         if reason is not None:
             self.rejected[sender] = reason
             return sender, None
-        return sender, bytes(data)
+        return sender, stored
 
     def _abort_below_threshold(self, step: str, survivors: frozenset[int]) -> None:
         if len(survivors) < self.cfg.threshold:

@@ -27,7 +27,7 @@ from ..learning.server_opt import ServerOptimizer
 from ..privacy.distributed import DistributedDPCodec
 from ..privacy.hadamard import round_seed
 from ..privacy.rng import noise_generator
-from ..protocols import STEPS, SecAggAbort
+from ..protocols import STEPS, MaskedSumResult, SecAggAbort
 from ..protocols.config import uploads_input
 from .aggregation import AggregateResult, Aggregator
 
@@ -74,6 +74,7 @@ class RoundOutcome:
     record: RoundRecord
     global_vector: np.ndarray
     session: AggregateResult | None
+    partial: MaskedSumResult | None = None  # an aborted session's record (SecAggAbort.partial)
 
 
 @dataclass
@@ -99,7 +100,8 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
     """Play round ``r`` from ``global_vector``; returns the new global vector and the metrics.
 
     A round whose masked sum aborts (fewer survivors than the threshold) is skipped and logged:
-    the global model and the optimizer state stay as they were.
+    the global model and the optimizer state stay as they were; the outcome's ``partial`` holds
+    the aborted session's record, for ``--record-transcript``.
     """
     sampled = sample_clients(len(ctx.train_parts), ctx.cohort,
                              np.random.default_rng([ctx.seed, r, _SAMPLING]))
@@ -136,7 +138,7 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
         seconds = time.perf_counter() - start
         record = RoundRecord(r, _accuracy(ctx, global_vector), len(sampled), 0, 0, seconds, None,
                              skipped=True, skip_reason=str(abort))
-        return RoundOutcome(record, global_vector, None)
+        return RoundOutcome(record, global_vector, None, abort.partial)
     seconds = time.perf_counter() - start
 
     if dp:  # unweighted mean of clipped updates plus the summed noise; no per-client norms

@@ -41,6 +41,7 @@ from ..privacy.dpsgd import (
     train_locally_dp,
 )
 from ..privacy.label_noise import CountSketchParams, DPLabelCodec, noisy_label_counts
+from ..protocols import SecAggAbort
 from ..protocols.recording import record_result
 from ..synth.backends import (
     AUDIO_BACKENDS,
@@ -264,29 +265,63 @@ def start(config: SimConfig, setup: Setup, log: Log, out: Path | None = None,
     """Steps before the rounds: label discovery and the initial global model (pretrained on
     synthetic data for ``--init synthetic``)."""
     limit_threads(config.threads)
-    found = discover(config, setup, log)
-    if out is not None:
-        record_transcript(config, out, "label-discovery", found.session)
+    recorder = SessionRecorder(config, out, "label-discovery")
+    found = discover(config, setup, log, recorder)
     log(f"[2/3] initial model: {config.init} {config.effective_model}")
     model = new_model(config, setup.train)
     pretrain_report = None
     if config.init == "synthetic":
         model, pretrain_report = pretrain_on_synthetic(config, setup, found.counts, log,
                                                        out=out, progress=progress)
+    summary = report.summarize_session("label_discovery", found.session)
+    summary["sessions"] = recorder.sessions
     return RunState(config=config, label_discovery=found.to_json(), pretrain=pretrain_report,
                     global_vector=model_to_vector(model),
                     optimizer_state=new_optimizer(config).state_dict(),
-                    transcript=[report.summarize_session("label_discovery", found.session)])
+                    transcript=[summary])
 
 
-def discover(config: SimConfig, setup: Setup, log: Log) -> LabelDiscovery:
-    """Label-union discovery through the masked sum (GPT-FL step 1)."""
+class SessionRecorder:
+    """An aggregator wrapper that lists (and, with ``--record-transcript`` and an ``out``,
+    records) every masked-sum session it runs, aborted ones included: the first as ``name``,
+    later ones (label-discovery retries) as ``name-2``, ``name-3``... ``sessions`` is what
+    ``transcript_summary.json`` lists under ``"sessions"`` (see :func:`record_transcript`)."""
+
+    def __init__(self, config: SimConfig, out: Path | None, name: str) -> None:
+        self.config, self.out, self.name = config, out, name
+        self.sessions: list[dict] = []
+
+    def wrap(self, aggregate):
+        def recorded(*args, **kwargs):
+            name = self.name if not self.sessions else f"{self.name}-{len(self.sessions) + 1}"
+            try:
+                result = aggregate(*args, **kwargs)
+            except SecAggAbort as abort:
+                self._note(name, abort.partial)
+                raise
+            self._note(name, result)
+            return result
+
+        return recorded
+
+    def _note(self, name: str, session) -> None:
+        entry = record_transcript(self.config, self.out, name, session)
+        if entry is not None:
+            self.sessions.append(entry)
+
+
+def discover(config: SimConfig, setup: Setup, log: Log,
+             recorder: SessionRecorder | None = None) -> LabelDiscovery:
+    """Label-union discovery through the masked sum (GPT-FL step 1); ``recorder`` lists and
+    records each of its sessions."""
     client_labels = {cid: {part.label_names[int(y)] for y in np.unique(part.y)}
                      for cid, part in enumerate(setup.parts)}
     log(f"[1/3] label discovery: {config.clients} clients encode their label names into IBLT "
         f"sketches, summed with secagg={config.secagg}")
     params = IbltParams(capacity=config.label_capacity, seed=config.seed)
     aggregate = make_aggregator(config.secagg, config.dropout)
+    if recorder is not None:
+        aggregate = recorder.wrap(aggregate)
     if config.label_dp_noise is not None:
         return discover_with_dp(config, client_labels, params, aggregate, log)
     found = discover_labels(client_labels, params, aggregate)
@@ -399,8 +434,11 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
             state.global_vector = outcome.global_vector
             state.optimizer_state = optimizer.state_dict()
             state.rounds.append(outcome.record.to_json())
-            state.transcript.append(report.summarize_session(f"round {r}", outcome.session))
-            record_transcript(config, out, f"round-{r:04d}", outcome.session)
+            summary = report.summarize_session(f"round {r}", outcome.session)
+            recorded = record_transcript(config, out, f"round-{r:04d}",
+                                         outcome.session or outcome.partial)
+            summary["sessions"] = [recorded] if recorded else []
+            state.transcript.append(summary)
             save_checkpoint(out, state)
             rec = outcome.record
             if rec.skipped:
@@ -419,12 +457,23 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
     return state
 
 
-def record_transcript(config: SimConfig, out: Path, name: str, session) -> None:
+def record_transcript(config: SimConfig, out: Path | None, name: str, session) -> dict | None:
     """With ``--record-transcript``, write the server's record of a masked-sum session to
-    ``out/transcripts/`` (a replayed round after ``--resume`` overwrites its record)."""
-    if not config.record_transcript or session is None or session.session is None:
-        return
-    record_result(out / "transcripts", name, session.session, overwrite=True)
+    ``out/transcripts/`` (a replayed round after ``--resume`` overwrites its record).
+
+    ``session``: an AggregateResult, a MaskedSumResult, or an aborted session's partial record
+    (``SecAggAbort.partial``), recorded with its abort reason. Returns the session's entry in
+    ``transcript_summary.json``'s ``"sessions"``: ``{"record": name (None when not recorded),
+    "session_id": hex, "aborted": None or the reason}``; None when no masked sum ran."""
+    result = getattr(session, "session", session)  # an AggregateResult's MaskedSumResult
+    if result is None:
+        return None
+    recorded = config.record_transcript and out is not None
+    if recorded:
+        record_result(out / "transcripts", name, result, overwrite=True)
+    session_id = getattr(result, "session_id", b"")
+    return {"record": name if recorded else None, "session_id": session_id.hex(),
+            "aborted": getattr(result, "abort_reason", None)}
 
 
 def _progress(total: int, done: int, enabled: bool):

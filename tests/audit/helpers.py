@@ -121,20 +121,25 @@ class Driver:
     def transcript(self) -> list[TranscriptEntry]:
         return [*self.server.transcript, *self.extra]
 
-    def sign(self, cid: int, step: str, body: bytes, session_id: bytes | None = None) -> bytes:
-        """A message ``cid`` never sent, signed with its real identity key."""
+    def sign(self, cid: int, step: str, body: bytes, session_id: bytes | None = None,
+             context: bytes | None = None) -> bytes:
+        """A message ``cid`` never sent, signed with its real identity key under the session
+        context (the server's, unless given; none for ADVERTISE)."""
+        if context is None:
+            context = b"" if step == "advertise_keys" else self.server.context
         return m.seal(STEP_TYPES[step], session_id or self.session_id, cid, body,
-                      self.identities[cid])
+                      self.identities[cid], context)
 
     def from_server(self, step: str, body: bytes) -> bytes:
         return m.seal(SERVER_TYPES[step], self.session_id, m.SERVER, body)
 
-    def record(self, directory: Path, name: str = "s", transcript=None, included=None) -> Path:
+    def record(self, directory: Path, name: str = "s", transcript=None, included=None,
+               aborted: str | None = None) -> Path:
         transcript = self.transcript() if transcript is None else transcript
         if included is None:
-            included = self.server.u3
+            included = frozenset() if aborted else self.server.u3
         return record_session(directory, name, self.cfg, self.session_id, self.public,
-                              transcript, included)
+                              transcript, included, aborted=aborted)
 
 
 def start(cfg: SecAggConfig, seed: int = 0, *, ids=None, identities=None,

@@ -27,8 +27,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
-    """One honest complete-graph session, one honest SecAgg+ session (in a subfolder), and a
-    tampered copy of the first: a plain input, signed by its client."""
+    """One honest complete-graph session, one honest SecAgg+ session (in a subfolder); beside
+    the SecAgg+ one, a tampered copy of the first: a plain input, signed by its client."""
     good = honest(config(6, 4), seed=31, dropouts={5: "masked_input"})
     plus = honest(config(8, 3, k=4), seed=32, dropouts={1: "unmasking"})
     honest_dir = tmp_path_factory.mktemp("honest")
@@ -37,7 +37,7 @@ def sessions(tmp_path_factory):
     tr = good.transcript()
     plain = good.sign(2, "masked_input", m.vector_body(good.inputs[2], good.cfg.element_bytes))
     mixed_dir = tmp_path_factory.mktemp("mixed")
-    good.record(mixed_dir, "round-0001")
+    plus.record(mixed_dir, "round-0001")
     good.record(mixed_dir, "round-0002",
                 replace(tr, index_of(tr, "masked_input", 2), data=plain))
     return honest_dir, mixed_dir
@@ -48,7 +48,10 @@ def test_honest_records_pass_with_exit_0_and_p_values_printed(sessions):
     proc = run_cli(str(honest_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert out.count(": PASS") == 2 and "[FAIL]" not in out
+    assert len(re.findall(r"^session .*: PASS$", out, re.M)) == 2 and "[FAIL]" not in out
+    assert re.search(r"^directory .*: PASS$", out, re.M)
+    for check in ("session_reuse", "signature_reuse"):
+        assert re.search(rf"\[PASS\] {check}\b", out)
     assert "session round-0002" in out and str(Path("plus") / "session-round-0002.json") in out
     for check in ("signatures", "thresholds", "consistency", "shares", "uniformity"):
         assert re.search(rf"\[PASS\] {check}\b", out)

@@ -134,6 +134,9 @@ def _rewrite_bin(path: Path, meta: dict, blob: bytes) -> None:
     ("duplicate_key", "duplicate key"),
     ("bad_format", "format"),
     ("bad_version", "version"),
+    ("version_1", "record version 1 is not supported"),
+    ("empty_aborted", "aborted must be null"),
+    ("number_aborted", "aborted must be null"),
     ("renamed", "does not match the file name"),
     ("weak_threshold", "config refused"),
     ("bool_threshold", "must be an integer"),
@@ -165,9 +168,9 @@ def test_reader_refuses_damaged_records(tmp_path, session, how, match):
     elif how == "json_list":
         path.write_text("[]")
     elif how == "duplicate_key":
-        path.write_text(path.read_text().replace('"version": 1', '"version": 1, "version": 1'))
+        path.write_text(path.read_text().replace('"version": 2', '"version": 2, "version": 2'))
     elif how == "nan":
-        path.write_text(path.read_text().replace('"version": 1', '"version": NaN'))
+        path.write_text(path.read_text().replace('"version": 2', '"version": NaN'))
     elif how == "renamed":
         path.rename(tmp_path / "session-other.json")
         path = tmp_path / "session-other.json"
@@ -186,7 +189,10 @@ def test_reader_refuses_damaged_records(tmp_path, session, how, match):
             "unknown_key": lambda d: d.update(extra=1),
             "missing_key": lambda d: d.pop("included"),
             "bad_format": lambda d: d.update(format="something-else"),
-            "bad_version": lambda d: d.update(version=2),
+            "bad_version": lambda d: d.update(version=3),
+            "version_1": lambda d: (d.update(version=1), d.pop("aborted")),
+            "empty_aborted": lambda d: d.update(aborted=""),
+            "number_aborted": lambda d: d.update(aborted=1),
             "weak_threshold": lambda d: d["config"].update(threshold=2),  # 2t <= n
             "bool_threshold": lambda d: d["config"].update(threshold=True),
             "bad_hex": lambda d: d.update(session_id="zz" * 32),
