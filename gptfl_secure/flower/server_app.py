@@ -319,7 +319,7 @@ def aggregate(transport: FlowerTransport, config: SimConfig, name: str,
 
 
 def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, bytes],
-             options: FlowerOptions, log: Log):
+             options: FlowerOptions, log: Log, recorder=None):
     """GPT-FL step 1 over Flower: the loop of
     :func:`gptfl_secure.sim.label_discovery.discover_labels` (one retry at double capacity when
     the sketch does not decode; a fresh session after an aborted one, up to
@@ -336,6 +336,9 @@ def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, b
                          purpose=wire.PURPOSE_LABELS, iblt_capacity=params.capacity,
                          iblt_seed=params.seed)
 
+    if recorder is not None:  # lists (and with record-transcript, records) every session
+        sum_sketches = recorder.wrap(sum_sketches)
+
     found = discover_with(sum_sketches, IbltParams(capacity=config.label_capacity,
                                                    seed=config.seed), log=log)
     log(f"      participants: {found.participants}; labels (complete="
@@ -351,6 +354,7 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
     from ..sim.rounds import _SAMPLING, RoundRecord
     from ..sim.run import (
         RunState,
+        SessionRecorder,
         check_buildable,
         limit_threads,
         make_codec,
@@ -385,13 +389,13 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         sums[f"{name}_total"] = np.asarray(result.total, dtype=np.uint64)
         sums[f"{name}_included"] = np.array(sorted(result.included), dtype=np.int64)
 
+    recorder = SessionRecorder(config, out, "label-discovery")
     try:
-        found = discover(transport, config, keys, options, log)
+        found = discover(transport, config, keys, options, log, recorder)
     except Exception as exc:  # LabelDiscoveryFailed: say why in the run's log, then stop
         log(f"stopping: {exc}")
         raise
     keep("labels", found.session)
-    record_transcript(config, out, "label-discovery", found.session)
     log(f"[2/3] initial model: {config.init} {config.effective_model}")
     model = new_model(config, setup.train)
     pretrain_report = None
@@ -400,7 +404,8 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
     state = RunState(config=config, label_discovery=found.to_json(), pretrain=pretrain_report,
                      global_vector=model_to_vector(model),
                      optimizer_state=new_optimizer(config).state_dict(),
-                     transcript=[report.summarize_session("label_discovery", found.session)])
+                     transcript=[{**report.summarize_session("label_discovery", found.session),
+                                  "sessions": recorder.sessions}])
     save_checkpoint(out, state)
 
     codec = make_codec(config, len(state.global_vector))
@@ -446,8 +451,9 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
                                  time.perf_counter() - start, None, skipped=True,
                                  skip_reason=str(abort))
             log(f"      round {r} skipped: {abort}")
-            session = None
+            session, partial = None, abort.partial
         else:
+            partial = None
             seconds = time.perf_counter() - start
             keep(f"round{r}", session)
             decoded = codec.decode(session.total, len(session.included))
@@ -463,8 +469,9 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
                 gradient_diversity=None if np.isnan(diversity) else float(diversity))
         state.optimizer_state = optimizer.state_dict()
         state.rounds.append(record.to_json())
-        state.transcript.append(report.summarize_session(f"round {r}", session))
-        record_transcript(config, out, f"round-{r:04d}", session)
+        recorded = record_transcript(config, out, f"round-{r:04d}", session or partial)
+        state.transcript.append({**report.summarize_session(f"round {r}", session),
+                                 "sessions": [recorded] if recorded else []})
         save_checkpoint(out, state)
         log(f"      round {r}: accuracy {record.test_accuracy:.4f}, included "
             f"{record.clients_included}/{record.clients_sampled}, train {train_seconds:.2f} s, "

@@ -1,5 +1,6 @@
 """The Flower apps under Flower's simulation engine: label discovery and 2 rounds, every sum
-our masked-sum protocol over Flower messages, equal to the in-process sim's."""
+our masked-sum protocol over Flower messages, equal to the in-process sim's; every session
+recorded (record-transcript=true) and passed by the auditor."""
 
 import pytest
 
@@ -18,10 +19,16 @@ def test_simulation_engine_matches_in_process_sim(tmp_path):
     cfg = {"clients": 4, "cohort": 3, "rounds": 2, "local-epochs": 1, "pretrain-epochs": 1,
            "synthetic-per-label": 10, "label-capacity": 20, "dropout": 0.0,
            "out-dir": str(tmp_path / "run"), "step-timeout": 60.0, "train-timeout": 120.0,
-           "enroll-timeout": 60.0}
+           "enroll-timeout": 60.0, "record-transcript": True}
     run_simulation(build_server_app(cfg, log=lambda _: None), build_client_app(cfg),
                    num_supernodes=4,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": 2, "include_dashboard": False}})
     included = check_against_sim(tmp_path / "run", cfg)
     assert all(len(ids) == 3 for ids in included.values())
+    from gptfl_secure.audit.cli import main as audit
+
+    records = sorted(p.name for p in (tmp_path / "run" / "transcripts").glob("session-*.json"))
+    assert records == ["session-label-discovery.json", "session-round-0001.json",
+                       "session-round-0002.json"]
+    assert audit([str(tmp_path / "run")]) == 0
