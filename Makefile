@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow fuzz-long bench lint clean flower-demo test-flower
+.PHONY: demo test test-slow fuzz-long bench lint clean flower-demo test-flower model-check
 FLOWER_STAMP := $(VENV)/.flower-stamp
 
 $(PY):
@@ -32,6 +32,10 @@ fuzz-long: $(STAMP)
 	GPTFL_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/protocols/test_fuzz_messages.py \
 		tests/protocols/test_fuzz_state_machines.py tests/iblt/test_fuzz_sketch.py \
 		--hypothesis-show-statistics $(PYTEST_ARGS)
+
+# exhaustive malicious-server explorer over real clients, with mutants (tests/model_check)
+model-check: $(STAMP)
+	$(PY) -m tests.model_check
 
 bench: $(STAMP)
 	for b in benches/*_bench.py; do $(PY) $$b || exit 1; done
