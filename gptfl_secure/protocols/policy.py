@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .config import SecAggConfig
 from .errors import ProtocolViolation
@@ -46,9 +47,12 @@ class ClientPolicy:
         trusted_keys: the enrolled registry, client id -> Ed25519 public key, obtained out of band
             (never from the server). A session's group must be a subset of it.
         min_clients: the smallest session group the client joins. A group of 1 is its input in
-            the clear; the default 2 still means that a peer who colludes learns it from the sum.
-        max_colluders: T, how many clients of one group (complete graph) the client assumes may
-            collude with the server; the threshold must satisfy 2t - n > T.
+            the clear; with the default 2 a server may run a cohort of two (it learns their sum,
+            and a colluding partner learns the other's input): raise it to what the deployment's
+            cohorts are.
+        max_colluders: T, how many clients of one group (all n clients, or a SecAgg+
+            neighbourhood of k + 1) the client assumes may collude with the server; the threshold
+            must satisfy 2t - group > T.
         min_threshold_fraction: an extra floor, t >= ceil(fraction * group).
         allow_secagg_plus: whether a sparse SecAgg+ graph is acceptable at all.
         corruption_rate: the rate of colluding clients assumed for SecAgg+; a proposed (k, t) must
@@ -83,11 +87,19 @@ class ClientPolicy:
         if not 0.0 <= self.corruption_rate < 1.0:
             raise ValueError(f"corruption_rate={self.corruption_rate!r}: must be in [0, 1)")
 
-    def min_threshold(self, group: int, colluders: int | None = None) -> int:
-        """The least threshold this policy accepts for a group of ``group`` parties."""
-        colluders = self.max_colluders if colluders is None else colluders
-        return max(majority_threshold(group, colluders),
-                   math.ceil(self.min_threshold_fraction * group))
+    def min_threshold(self, group: int) -> int:
+        """The least threshold this policy accepts for a group of ``group`` parties (all n
+        clients, or a SecAgg+ neighbourhood of k + 1): 2t - group > max_colluders and
+        t >= ceil(fraction * group), the fraction taken as the decimal it was written as
+        (0.55 * 100 asks for 55, not for the 56 that float rounding would give)."""
+        fraction = Fraction(repr(float(self.min_threshold_fraction)))
+        return max(majority_threshold(group, self.max_colluders), math.ceil(fraction * group))
+
+    def _rule(self, group: int) -> str:
+        rule = f"2t - {group} > {self.max_colluders} colluders"
+        if self.min_threshold_fraction > 0:
+            rule += f", t >= {self.min_threshold_fraction:g} x {group}"
+        return rule
 
     def check(self, cfg: SecAggConfig, client_id: int, session_keys: Mapping[int, bytes]) -> None:
         """Refuse (PolicyViolation) any session this policy forbids; return None otherwise."""
@@ -112,18 +124,16 @@ class ClientPolicy:
         if cfg.neighbors is None or cfg.neighbors >= n - 1:
             low = self.min_threshold(n)
             if cfg.threshold < low:
-                raise PolicyViolation(
-                    f"threshold {cfg.threshold} of {n}: this client requires t >= {low} "
-                    f"(2t - n > {self.max_colluders} colluders"
-                    + (f", t >= {self.min_threshold_fraction:g} n" if low > 1 else "") + ")")
+                raise PolicyViolation(f"threshold {cfg.threshold} of {n}: this client requires "
+                                      f"t >= {low} ({self._rule(n)})")
             return
         if not self.allow_secagg_plus:
             raise PolicyViolation("this client accepts only the complete graph, not SecAgg+")
         k, t = cfg.neighbors, cfg.threshold
-        low = max(majority_threshold(k + 1), math.ceil(self.min_threshold_fraction * (k + 1)))
+        low = self.min_threshold(k + 1)
         if t < low:
             raise PolicyViolation(f"SecAgg+ threshold {t} of k+1={k + 1}: this client requires "
-                                  f"t >= {low}")
+                                  f"t >= {low} ({self._rule(k + 1)})")
         if not secagg_plus_is_secure(n, k, t, self.corruption_rate, self.security_bits):
             raise PolicyViolation(
                 f"SecAgg+ with k={k}, t={t} over {n} clients misses this client's target of "

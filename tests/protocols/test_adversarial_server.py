@@ -44,7 +44,9 @@ from hypothesis.stateful import (
 
 from gptfl_secure.protocols import (
     STEPS,
+    ClientPolicy,
     IdentityKey,
+    PolicyViolation,
     ProtocolViolation,
     SecAggClient,
     SecAggConfig,
@@ -88,6 +90,18 @@ def unchecked_config(n: int, t: int, k: int | None = None) -> SecAggConfig:
                         ("modulus", Q), ("neighbors", k)):
         object.__setattr__(cfg, name, value)
     return cfg
+
+
+@dataclass(frozen=True)
+class RegistryOnlyPolicy(ClientPolicy):
+    """A client that checks the proposed group against its registry and nothing else: no
+    threshold rule (what a client without its own policy accepts). Only to show what the
+    threshold rule prevents."""
+
+    def check(self, cfg, client_id, session_keys) -> None:
+        for cid, key in session_keys.items():
+            if self.trusted_keys.get(cid) != key:
+                raise PolicyViolation(f"client {cid} is not enrolled with that key")
 
 
 def flip(data: bytes, pos: int, bit: int = 0) -> bytes:
@@ -160,9 +174,12 @@ def seeded_agreement_keys(rng: random.Random, expected: int):
 
 
 def enroll(cfg: SecAggConfig, seed: int = 0, *, ids=None, identities=None,
-           session_id: bytes | None = None, rng: random.Random | None = None) -> Run:
+           session_id: bytes | None = None, rng: random.Random | None = None,
+           policy: type[ClientPolicy] | None = None) -> Run:
     """A fresh session; pass ``identities`` (and ``session_id``) to re-enroll the same clients.
-    With ``rng`` every key and the session id are drawn from it (reproducible sessions)."""
+    With ``rng`` every key and the session id are drawn from it (reproducible sessions).
+    ``policy``: a ClientPolicy class each client builds over the enrolled keys (default: the
+    client's own default policy)."""
     if identities is None:
         identities = {c: IdentityKey(rng.randbytes(32) if rng else None)
                       for c in (ids or range(cfg.num_clients))}
@@ -170,11 +187,13 @@ def enroll(cfg: SecAggConfig, seed: int = 0, *, ids=None, identities=None,
     session_id = session_id or (rng.randbytes(32) if rng else os.urandom(m.SESSION_ID_BYTES))
     data = np.random.default_rng(seed)
     inputs = {c: data.integers(0, Q, D, dtype=np.uint64) for c in sorted(identities)}
+    kw = {} if policy is None else {"policy": policy(public)}
     if rng is None:
-        clients = {c: SecAggClient(cfg, c, identities[c], public, session_id) for c in identities}
+        clients = {c: SecAggClient(cfg, c, identities[c], public, session_id, **kw)
+                   for c in identities}
     else:
         with seeded_agreement_keys(rng, 2 * len(identities)):
-            clients = {c: SecAggClient(cfg, c, identities[c], public, session_id)
+            clients = {c: SecAggClient(cfg, c, identities[c], public, session_id, **kw)
                        for c in sorted(identities)}
     return Run(cfg, session_id, dict(identities), clients, inputs,
                SecAggServer(cfg, public, session_id))
@@ -216,10 +235,18 @@ def groups_of(run: Run) -> dict[int, frozenset[int]]:
     return {c: p | {c} for c, p in neighbours(enrolled, run.cfg.neighbors, seed).items()}
 
 
-def key_list_of(run: Run, cid: int) -> tuple[frozenset[int], list[bytes]]:
-    """(U1, the ADVERTISE messages of its group) from the key list the server sent ``cid``."""
+def key_list_of(run: Run, cid: int) -> tuple[frozenset[int], dict[int, bytes], list[bytes]]:
+    """(U1, its listed advertisement digests, the ADVERTISE messages of its group) from the key
+    list the server sent ``cid``."""
     return m.read_key_list(m.open_envelope(run.received["share_keys"][cid], m.MsgType.KEY_LIST,
                                            run.session_id).body)
+
+
+def opened(run: Run, raw: bytes, type_: m.MsgType) -> m.Envelope:
+    """A client message of ``run``, its signature checked as the honest server checks it: under
+    the session context of the honest key list (none for ADVERTISE)."""
+    context = b"" if type_ is m.MsgType.ADVERTISE else run.server.context
+    return m.open_signed(raw, type_, run.session_id, run.public, context)
 
 
 def signatures_of(run: Run, cid: int) -> list[bytes]:
@@ -234,10 +261,16 @@ class Loot:
 
     ``add_unmask`` checks each revealed share against its owner's signed commitment, so a share's
     kind is known from the cryptography, not from the label the client put on it.
+
+    Every client message after ADVERTISE is signed under its sender's session context: ``context``
+    for all (one world: the honest key list), or ``contexts[sender]`` where the server showed
+    clients different key lists (what the adversary knows: it sent them).
     """
 
-    def __init__(self, cfg: SecAggConfig, session_id: bytes, identity_keys: Mapping[int, bytes]):
+    def __init__(self, cfg: SecAggConfig, session_id: bytes, identity_keys: Mapping[int, bytes],
+                 context: bytes = b""):
         self.cfg, self.session_id, self.identity_keys = cfg, session_id, dict(identity_keys)
+        self.context, self.contexts = context, {}
         self.adverts: dict[int, tuple[bytes, bytes]] = {}
         self.commits: dict[tuple[int, int], tuple[bytes, bytes]] = {}  # (owner, holder)
         self.masked: dict[int, np.ndarray] = {}
@@ -246,7 +279,7 @@ class Loot:
 
     @classmethod
     def from_run(cls, run: Run) -> Loot:
-        loot = cls(run.cfg, run.session_id, run.public)
+        loot = cls(run.cfg, run.session_id, run.public, run.server.context)
         for raw in run.replies.get("advertise_keys", {}).values():
             loot.add_advert(raw)
         for raw in run.replies.get("share_keys", {}).values():
@@ -260,7 +293,11 @@ class Loot:
         return loot
 
     def _open(self, raw: bytes, type_: m.MsgType) -> m.Envelope:
-        return m.open_signed(raw, type_, self.session_id, self.identity_keys)
+        context = b""
+        if type_ is not m.MsgType.ADVERTISE:
+            sender = m.open_envelope(raw, type_, self.session_id).sender
+            context = self.contexts.get(sender, self.context)
+        return m.open_signed(raw, type_, self.session_id, self.identity_keys, context)
 
     def add_advert(self, raw: bytes) -> None:
         env = self._open(raw, m.MsgType.ADVERTISE)
@@ -456,7 +493,7 @@ def test_u3_smaller_than_threshold_aborts_client(graph):
     enough = {bystander, *sorted(group[bystander] - {bystander})[: t - 1]}
     reply = call(run, bystander, "consistency_check",
                  from_server("consistency_check", sid, m.ids_body(enough)))
-    assert m.open_signed(reply, m.MsgType.CONSISTENCY, sid, run.public).body == signed_u3(enough)
+    assert opened(run, reply, m.MsgType.CONSISTENCY).body == signed_u3(enough)
     with pytest.raises(ProtocolViolation):  # aborted for good
         call(run, target, "unmasking", from_server("unmasking", sid, m.list_body([reply])))
 
@@ -487,7 +524,7 @@ def test_u3_that_leaves_me_out_or_is_malformed_aborts_client(how):
     # control: 1 got 5's shares, so the full U3 is fine for it
     reply = call(run, 1, "consistency_check",
                  from_server("consistency_check", sid, m.ids_body(everyone)))
-    assert m.open_signed(reply, m.MsgType.CONSISTENCY, sid, run.public).body == signed_u3(everyone)
+    assert opened(run, reply, m.MsgType.CONSISTENCY).body == signed_u3(everyone)
 
 
 @pytest.mark.parametrize("where", ["signature", "body", "sender_field", "session_id"])
@@ -582,39 +619,47 @@ def test_replayed_key_list_from_other_session_is_rejected(how):
     assert old.session_id != run.session_id
     old_lists, key_lists = drive(old, "share_keys"), drive(run, "share_keys")
     target, sid = 0, run.session_id
-    old_u1, old_adverts = m.read_key_list(m.open_envelope(old_lists[target], m.MsgType.KEY_LIST,
-                                                          old.session_id).body)
+    old_u1, old_digests, old_adverts = m.read_key_list(m.open_envelope(
+        old_lists[target], m.MsgType.KEY_LIST, old.session_id).body)
     if how == "whole_message":
         message = old_lists[target]
     elif how == "rewrapped_body":  # server messages are unsigned: it can re-frame old content
-        message = from_server("share_keys", sid, m.key_list_body(old_u1, old_adverts))
+        message = from_server("share_keys", sid, m.key_list_body(old_u1, old_adverts,
+                                                                 old_digests))
     else:
-        u1, adverts = key_list_of(run, target)
+        u1, _, adverts = key_list_of(run, target)
         adverts[2] = old_adverts[2]  # client 2's (validly signed) advert from the old session
-        message = from_server("share_keys", sid, m.key_list_body(u1, adverts))
+        message = from_server("share_keys", sid, m.key_list_body(u1, adverts))  # its digest
     with pytest.raises(ProtocolViolation) as exc:
         call(run, target, "share_keys", message)
     assert exc.value.step == "share_keys"
     assert call(run, 1, "share_keys", key_lists[1])  # control
 
 
-def test_relay_from_a_group_member_outside_my_u1_aborts_client():
+@pytest.mark.parametrize("relayed", ["left_out_only", "everyone"])
+def test_relay_from_a_group_member_outside_my_u1_aborts_client(relayed):
+    """0 is shown a U1 without 4, then relayed 4's genuine shares. Alone, they are refused by
+    the U1 check; among the others' they are refused too (the others' shares were sealed in
+    the session context of the full U1, which 0 does not share)."""
     cfg = config(5, 3)
     run = enroll(cfg, seed=17)
     drive(run, "share_keys")
     sid, target, left_out = run.session_id, 0, 4
     everyone = frozenset(run.ids)
-    u1, adverts = key_list_of(run, target)
+    u1, _, adverts = key_list_of(run, target)
     adverts = [raw for raw in adverts
                if m.open_envelope(raw, m.MsgType.ADVERTISE, sid).sender != left_out]
     call(run, target, "share_keys",  # 4 advertised, but 0 is shown a U1 without it
          from_server("share_keys", sid, m.key_list_body(u1 - {left_out}, adverts)))
     shares = {c: call(run, c, "share_keys", run.received["share_keys"][c]) for c in run.ids[1:]}
+    senders = [left_out] if relayed == "left_out_only" else sorted(everyone - {target})
     relay = {c: share_entries(m.open_envelope(shares[c], m.MsgType.SHARES, sid).body)[target]
-             .ciphertext for c in everyone - {target}}  # 4's genuine shares for 0, too
+             .ciphertext for c in senders}  # 4's genuine shares for 0, too
     with pytest.raises(ProtocolViolation) as exc:
         call(run, target, "masked_input", from_server("masked_input", sid, m.relay_body(relay)))
     assert exc.value.step == "masked_input"
+    if relayed == "left_out_only":
+        assert "not in my group in U1" in exc.value.reason
     with pytest.raises(ProtocolViolation):  # aborted for good
         call(run, target, "consistency_check",
              from_server("consistency_check", sid, m.ids_body(everyone)))
@@ -637,8 +682,7 @@ def test_tampered_share_ciphertext_aborts_recipient(how, which, bit):
         cts[v], cts[w] = cts[w], cts[v]
     else:
         other = next(r for r in run.ids if r not in (target, v))
-        entries = share_entries(m.open_signed(run.replies["share_keys"][v], m.MsgType.SHARES,
-                                              sid, run.public).body)
+        entries = share_entries(opened(run, run.replies["share_keys"][v], m.MsgType.SHARES).body)
         cts[v] = entries[other].ciphertext
     with pytest.raises(ProtocolViolation) as exc:
         call(run, target, "masked_input", from_server("masked_input", sid, m.relay_body(cts)))
@@ -648,29 +692,36 @@ def test_tampered_share_ciphertext_aborts_recipient(how, which, bit):
     assert call(run, bystander, "masked_input", relays[bystander])  # control
 
 
-@pytest.mark.parametrize("how", ["validly_signed_second_advert", "flipped_key_byte"])
+@pytest.mark.parametrize("how", ["validly_signed_second_advert", "flipped_key_byte",
+                                 "listed_digest_of_a_second_advert"])
 def test_altered_own_advertisement_is_detected(how):
     cfg = config(5, 3)
     run = enroll(cfg, seed=12)
     key_lists = drive(run, "share_keys")
     sid, target = run.session_id, 0
-    u1, adverts = key_list_of(run, target)
+    u1, digests, adverts = key_list_of(run, target)
     i = next(i for i, raw in enumerate(adverts)
              if m.open_envelope(raw, m.MsgType.ADVERTISE, sid).sender == target)
-    if how == "validly_signed_second_advert":
-        # The same client made to advertise twice in this session (e.g. after a restart): the
-        # second advert carries a valid signature, so only the own-advert check can catch it.
-        again = SecAggClient(cfg, target, run.identities[target], run.public, sid)
-        adverts[i] = again.advertise_keys()
-        m.open_signed(adverts[i], m.MsgType.ADVERTISE, sid, run.public)
-    else:
+    # The same client made to advertise twice in this session (e.g. after a restart): the
+    # second advert carries a valid signature, so only the own-advert checks can catch it.
+    again = SecAggClient(cfg, target, run.identities[target], run.public, sid).advertise_keys()
+    m.open_signed(again, m.MsgType.ADVERTISE, sid, run.public)
+    if how == "validly_signed_second_advert":  # listed with its own digest
+        adverts[i] = again
+        digests = None
+    elif how == "flipped_key_byte":
         adverts[i] = flip(adverts[i], HEADER + 5)
+        digests = None
+    else:  # my true advertisement, but the list names the second one's digest for me
+        digests = {**digests, target: m.advert_digest(again)}
     with pytest.raises(ProtocolViolation) as exc:
         call(run, target, "share_keys",
-             from_server("share_keys", sid, m.key_list_body(u1, adverts)))
+             from_server("share_keys", sid, m.key_list_body(u1, adverts, digests)))
     assert exc.value.step == "share_keys"
     if how == "validly_signed_second_advert":
         assert "own advertisement" in exc.value.reason
+    elif how == "listed_digest_of_a_second_advert":
+        assert "does not match its listed digest" in exc.value.reason
     assert call(run, 1, "share_keys", key_lists[1])  # control
 
 
@@ -705,7 +756,9 @@ def test_split_view_unmasks_an_input_below_the_refused_thresholds(params):
     cfg = unchecked_config(6, 3) if params == "complete_n6_t3" else unchecked_config(8, 1, 2)
     with pytest.raises(ValueError, match="threshold"):
         config(cfg.num_clients, cfg.threshold, cfg.neighbors)
-    run = enroll(cfg, seed=13)
+    with pytest.raises(PolicyViolation, match="threshold"):  # and every client refuses it
+        enroll(cfg, seed=13)
+    run = enroll(cfg, seed=13, policy=RegistryOnlyPolicy)  # clients without the threshold rule
     drive(run, "consistency_check")
     group, victim = groups_of(run), 0
     told_dropped = sorted(group[victim] - {victim})[: cfg.threshold]
@@ -736,15 +789,17 @@ def test_server_cannot_surround_a_client_with_colluders_by_tailoring_u1(key_list
     try:
         adverts[victim] = call(run, victim, "advertise_keys")
         shown = sorted(u1) if key_list == "colluders_adverts" else [victim]
+        digests = {c: m.advert_digest(adverts[c]) for c in u1}
+        context = m.session_context(sid, digests)  # the world the server made for the victim
         shares = call(run, victim, "share_keys", from_server(
-            "share_keys", sid, m.key_list_body(u1, [adverts[c] for c in shown])))
+            "share_keys", sid, m.key_list_body(u1, [adverts[c] for c in shown], digests)))
         enc_pk, mask_pk = m.read_advertise(m.open_envelope(adverts[victim], m.MsgType.ADVERTISE,
                                                            sid).body)
         relay = {}
         for c in colluders:  # each colluder sends the victim a well-formed (worthless) share pair
             key = share_encryption_key(enc[c].agree(enc_pk), sid, c, victim)
             relay[c] = crypto.seal(key, shamir.to_bytes(1) * 2,
-                                   share_associated_data(sid, c, victim))
+                                   share_associated_data(sid, c, victim, context))
         y = call(run, victim, "masked_input",
                  from_server("masked_input", sid, m.relay_body(relay)))
     except ProtocolViolation as exc:
@@ -756,7 +811,7 @@ def test_server_cannot_surround_a_client_with_colluders_by_tailoring_u1(key_list
         if c != victim:
             key = share_encryption_key(enc[c].agree(enc_pk), sid, victim, c)
             plain = crypto.open_sealed(key, entry.ciphertext,
-                                       share_associated_data(sid, victim, c))
+                                       share_associated_data(sid, victim, c, context))
             points.append((c + 1, shamir.from_bytes(plain[: shamir.SHARE_BYTES])))
     b = shamir.reconstruct(points, cfg.threshold).to_bytes(32, "big")
     ring = Ring(cfg.modulus, cfg.vector_length)
@@ -795,6 +850,7 @@ class Tracked:
     gone: bool = False  # raised ProtocolViolation, or finished: never speaks again
     starved: bool = False  # the server stopped serving it: it looks dropped to the others
     u1: frozenset[int] = frozenset()  # the U1 it was shown
+    world: frozenset | None = None  # its key list: (id, listed advert digest) for each of U1
     shared: frozenset[int] = frozenset()
     u3: frozenset[int] | None = None
 
@@ -818,7 +874,8 @@ def active_sessions(draw):
 DEVIATIONS = {
     "advertise_keys": [],
     "share_keys": ["other_u1", "u1_without_me", "u1_unenrolled", "missing_advert",
-                   "extra_advert", "duplicate", "forge", "foreign", "damage_frame"],
+                   "extra_advert", "duplicate", "forge", "foreign", "damage_frame",
+                   "wrong_digest", "stale_advert", "own_stale_advert"],
     "masked_input": ["subset", "forge", "relabel", "misaddressed", "damage_frame"],
     "consistency_check": ["random", "replayed_u3", "malformed", "damage_frame"],
     "unmasking": ["all", "subset", "below_t", "forge", "foreign", "duplicate", "damage_frame"],
@@ -830,10 +887,12 @@ DAMAGEABLE = [*range(0, SENDER_FIELD.start), *range(SENDER_FIELD.stop, HEADER)]
 class MaliciousServer(RuleBasedStateMachine):
     """The test is the server. Each round rule sends the clients due for that round its message:
     honest for most, and for one of them, sometimes, a forged, replayed (from this session or an
-    earlier one), dropped, damaged or out-of-order one; U3 is dealt out as a split view. The model
-    in ``accepts`` predicts from what was sent whether an honest client must answer or raise;
-    ``deliver`` checks that it does exactly that, and the invariant checks what the server has
-    collected after every step."""
+    earlier one, under another session id or the same), dropped, damaged or out-of-order one; U3
+    is dealt out as a split view; a key list may list a wrong digest or an earlier session's
+    advertisement (same session id), which puts its recipient in another world (session
+    context). The model in ``accepts`` predicts from what was sent whether an honest client must
+    answer or raise; ``deliver`` checks that it does exactly that, and the invariant checks what
+    the server has collected after every step."""
 
     @initialize(session=active_sessions())
     def enroll_clients(self, session):
@@ -845,10 +904,11 @@ class MaliciousServer(RuleBasedStateMachine):
         enrolled = frozenset(ids)  # the graph is fixed over the enrolled clients, whatever U1
         self.groups = {c: neighbours_of(c, enrolled, cfg.neighbors, public_seed(self.sid, enrolled))
                        | {c} for c in ids}
-        self.loot = Loot(cfg, self.sid, self.run.public)
+        self.loot = Loot(cfg, self.sid, self.run.public)  # contexts: per client, as dealt
         self.adverts: dict[bytes, int] = {}  # this session's ADVERTISE messages -> sender
         self.ciphertexts: dict[tuple[int, int], bytes] = {}  # (sender, recipient) -> ciphertext
-        self.signed: dict[bytes, tuple[int, frozenset[int]]] = {}  # CONSISTENCY -> signer, U3
+        self.signed: dict[bytes, tuple[int, frozenset[int], frozenset]] = {}  # -> signer, U3,
+        # and the world it was signed in
         self.sent_u3: list[frozenset[int]] = []
         self.history: list[Sent] = []
         old = enroll(cfg, seed, identities=self.run.identities, rng=rng)  # the same, earlier
@@ -858,6 +918,18 @@ class MaliciousServer(RuleBasedStateMachine):
                         for raw in by_step.values()]
         self.foreign_adverts = list(old.replies["advertise_keys"].values())
         self.foreign_signed = list(old.replies["consistency_check"].values())
+        # An earlier session under this very session id: its client messages verify as far as
+        # the session id goes, and its advertisements are validly signed for this session.
+        twin = enroll(cfg, seed, identities=self.run.identities, session_id=self.sid, rng=rng)
+        drive(twin)
+        self.foreign += [Sent("foreign", raw, intact=False)
+                         for step in STEPS for raw in twin.replies[step].values()]
+        self.foreign += [Sent("foreign", raw, intact=False)  # its own adverts are not in them
+                         for step in ("share_keys", "masked_input", "unmasking")
+                         for raw in twin.received[step].values()]
+        self.stale_adverts = {c: twin.replies["advertise_keys"][c] for c in ids}
+        self.foreign_adverts += list(self.stale_adverts.values())
+        self.foreign_signed += list(twin.replies["consistency_check"].values())
 
     # ---------------------------------------------------------------- the model
     def accepts(self, c: int, step: str, sent: Sent | None) -> bool:
@@ -870,40 +942,43 @@ class MaliciousServer(RuleBasedStateMachine):
         if sent.kind != step or not sent.intact:
             return False
         if step == "share_keys":
-            u1, adverts = sent.content
-            senders = [self.adverts.get(raw) for raw in adverts]
+            u1, adverts, listed = sent.content
+            senders = [self.advert_sender(raw) for raw in adverts]
             if None in senders or len(set(senders)) != len(senders):
                 return False
             if c not in u1 or not u1 <= set(self.ids):
                 return False
+            if any(listed.get(v) != m.advert_digest(raw)
+                   for v, raw in zip(senders, adverts, strict=True)):
+                return False  # an advertisement that is not the one listed for its sender
+            if self.stale_adverts[c] in adverts:  # my advertisement, but from the other session
+                return False
             group = self.groups[c]
             return set(senders) == group & u1 and len(group & u1) >= self.t
         group = self.groups[c]
-        if step == "masked_input":
+        if step == "masked_input":  # shares sealed in another world never decrypt in mine
             return (all(v in group & me.u1 and v != c and ct == self.ciphertexts.get((v, c))
+                        and self.clients[v].world == me.world
                         for v, ct in sent.content.items())
                     and len(set(sent.content) | {c}) >= self.t)
         if step == "consistency_check":
             u3 = sent.content
             return c in u3 and u3 & group <= me.shared and len(u3 & group) >= self.t
-        signers = [self.signed.get(raw, (None, None)) for raw in sent.content]
-        who = [s for s, _ in signers]
-        return (all(s in me.u3 & group and u3 == me.u3 for s, u3 in signers)
+        signers = [self.signed.get(raw, (None, None, None)) for raw in sent.content]
+        who = [s for s, _, _ in signers]
+        return (all(s in me.u3 & group and u3 == me.u3 and world == me.world
+                    for s, u3, world in signers)
                 and len(set(who)) == len(who) and len(who) >= self.t)
 
-    def hits_known_bug(self, c: int, step: str, sent: Sent | None) -> bool:
-        """A relay naming a group member outside the U1 this client was shown makes it raise
-        KeyError, not ProtocolViolation (test_relay_from_a_group_member_outside_my_u1_aborts_client,
-        xfail): such relays are left to that test."""
-        me = self.clients[c]
-        return (step == "masked_input" and not me.gone and me.next == 2 and sent.kind == step
-                and sent.intact and any(v in self.groups[c] - me.u1 - {c} for v in sent.content))
+    def advert_sender(self, raw: bytes) -> int | None:
+        """The sender of a validly signed advertisement for this session id: one of this
+        session's, or of the earlier session under the same id; None for anything else."""
+        if raw in self.adverts:
+            return self.adverts[raw]
+        return next((c for c, old in self.stale_adverts.items() if old == raw), None)
 
     # ---------------------------------------------------------------- delivery
     def deliver(self, c: int, step: str, sent: Sent | None) -> None:
-        if self.hits_known_bug(c, step, sent):
-            event("skipped: relay from a group member outside my U1")
-            return
         expected = self.accepts(c, step, sent)
         me = self.clients[c]
         try:
@@ -921,13 +996,20 @@ class MaliciousServer(RuleBasedStateMachine):
         if sent is not None:
             self.history.append(sent)
         self.history.append(Sent("client", reply, intact=False))
-        env = m.open_signed(reply, m.MsgType(reply[4]), self.sid, self.run.public)
+        if step == "share_keys":  # from now on, c signs in the world of the key list it got
+            u1, _, listed = sent.content
+            me.u1 = u1
+            me.world = frozenset((v, listed.get(v, bytes(m.DIGEST_BYTES))) for v in u1)
+            self.loot.contexts[c] = m.session_context(self.sid, dict(me.world))
+            if len({cl.world for cl in self.clients.values() if cl.world is not None}) > 1:
+                event("split worlds: clients got different key lists")
+        context = b"" if step == "advertise_keys" else self.loot.contexts[c]
+        env = m.open_signed(reply, m.MsgType(reply[4]), self.sid, self.run.public, context)
         assert env.sender == c
         if step == "advertise_keys":
             self.adverts[reply] = c
             self.loot.add_advert(reply)
         elif step == "share_keys":
-            me.u1 = sent.content[0]
             entries = self.loot.add_shares(reply)
             assert set(entries) == self.groups[c] & me.u1, "shares go to exactly my group in U1"
             for w, e in entries.items():
@@ -941,8 +1023,8 @@ class MaliciousServer(RuleBasedStateMachine):
         elif step == "consistency_check":
             me.u3 = sent.content
             assert env.body == signed_u3(me.u3), "a client signs the U3 it was sent"
-            self.signed[reply] = (c, me.u3)
-            if len({u3 for _, u3 in self.signed.values()}) > 1:
+            self.signed[reply] = (c, me.u3, me.world)
+            if len({u3 for _, u3, _ in self.signed.values()}) > 1:
                 event("split view: clients signed different U3s")
         else:
             kinds = self.loot.add_unmask(reply)
@@ -1026,6 +1108,19 @@ class MaliciousServer(RuleBasedStateMachine):
                 u1 |= {10**6}
             group = self.groups[c] & u1
             items = [by_sender[v] for v in sorted(group) if v in by_sender]
+            listed = {v: m.advert_digest(by_sender[v]) for v in u1 if v in by_sender}
+            if move == "wrong_digest" and listed:  # a member's listed digest is not its advert's
+                v = data.draw(st.sampled_from(sorted(listed)))
+                listed[v] = flip(listed[v], data.draw(st.integers(0, m.DIGEST_BYTES - 1)))
+            elif move in ("stale_advert", "own_stale_advert"):
+                # An advertisement from the earlier session under this id, listed with its digest:
+                # undetectable for another member's, unless it is one's own.
+                others = [v for v in sorted(group) if v in by_sender and v != c]
+                v = c if move == "own_stale_advert" or not others else data.draw(
+                    st.sampled_from(others))
+                if by_sender.get(v) in items:
+                    items[items.index(by_sender[v])] = self.stale_adverts[v]
+                    listed[v] = m.advert_digest(self.stale_adverts[v])
             if move == "missing_advert" and items:
                 items.remove(data.draw(st.sampled_from(items)))
             elif move == "extra_advert" and set(by_sender) - group:
@@ -1037,8 +1132,9 @@ class MaliciousServer(RuleBasedStateMachine):
                 items[i] = flip(items[i], data.draw(st.integers(0, len(items[i]) - 1)))
             elif move == "foreign":
                 items.append(data.draw(st.sampled_from(self.foreign_adverts)))
-            self.deliver(c, "share_keys", self.frame("share_keys", m.key_list_body(u1, items),
-                                                     (u1, tuple(items)), data, move))
+            self.deliver(c, "share_keys", self.frame(
+                "share_keys", m.key_list_body(u1, items, listed), (u1, tuple(items), listed),
+                data, move))
 
     @precondition(lambda self: self.round_open("masked_input"))
     @rule(data=st.data())
@@ -1103,8 +1199,9 @@ class MaliciousServer(RuleBasedStateMachine):
             everything = sorted(self.signed, key=lambda raw: (self.signed[raw][0],
                                                               sorted(self.signed[raw][1])))
             me = self.clients[c]
-            items = [raw for raw in everything
-                     if self.signed[raw][1] == me.u3 and self.signed[raw][0] in self.groups[c]]
+            items = [raw for raw in everything  # by default, my world's signatures on my U3
+                     if self.signed[raw][1:] == (me.u3, me.world)
+                     and self.signed[raw][0] in self.groups[c]]
             mine = list(items)
             if move == "all":
                 items = everything

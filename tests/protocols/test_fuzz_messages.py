@@ -43,6 +43,8 @@ from .seeded import deterministic_randomness
 TIME_LIMIT_S = 1.0  # per decoder call; real calls take microseconds
 SID = hashlib.sha256(b"fuzz-messages/session").digest()
 OTHER_SID = hashlib.sha256(b"fuzz-messages/other-session").digest()
+CTX = hashlib.sha256(b"fuzz-messages/session-context").digest()  # signs every later message
+OTHER_CTX = hashlib.sha256(b"fuzz-messages/other-session-context").digest()
 N_IDENTITIES = 6
 IDENTITIES = {i: IdentityKey(hashlib.sha256(b"fuzz-identity/%d" % i).digest())
               for i in range(N_IDENTITIES)}
@@ -136,6 +138,25 @@ def share_entry_lists(draw):
             for r in recipients]
 
 
+def context_of(type_: m.MsgType, context: bytes = CTX) -> bytes:
+    """The context a client signs ``type_`` under: none for ADVERTISE, the session's after."""
+    return b"" if type_ is m.MsgType.ADVERTISE else context
+
+
+@st.composite
+def key_list_cases(draw):
+    """(U1, its listed advertisement digests, advertisement blobs) of a valid key list body."""
+    u1 = draw(ids_sets)
+    digests = {i: draw(st.binary(min_size=m.DIGEST_BYTES, max_size=m.DIGEST_BYTES))
+               for i in sorted(u1)}
+    return u1, draw(st.lists(blobs, max_size=8)), digests
+
+
+def _reencode_key_list(parsed) -> bytes:
+    u1, digests, adverts = parsed
+    return m.key_list_body(u1, adverts, digests)
+
+
 def _unmask_body(entries: dict) -> bytes:
     return m.unmask_body([(p, k, s) for p, (k, s) in entries.items()])
 
@@ -157,8 +178,8 @@ class Body:
 
 BODIES = [
     Body("read_ids", ids_sets.map(m.ids_body), m.read_ids, m.ids_body),
-    Body("read_key_list", st.tuples(ids_sets, st.lists(blobs, max_size=8)).map(
-        lambda a: m.key_list_body(*a)), m.read_key_list, lambda p: m.key_list_body(*p)),
+    Body("read_key_list", key_list_cases().map(lambda a: m.key_list_body(*a)), m.read_key_list,
+         _reencode_key_list),
     Body("read_advertise", st.tuples(st.binary(min_size=32, max_size=32),
                                      st.binary(min_size=32, max_size=32)).map(
         lambda a: m.advertise_body(*a)), m.read_advertise, lambda p: m.advertise_body(*p)),
@@ -321,7 +342,8 @@ def sealed(draw, signed: bool):
     body = draw(st.binary(max_size=300))
     if signed:
         sender = draw(st.sampled_from(sorted(IDENTITIES)))
-        return m.seal(type_, SID, sender, body, IDENTITIES[sender]), type_, sender, body
+        return (m.seal(type_, SID, sender, body, IDENTITIES[sender], context_of(type_)), type_,
+                sender, body)
     return m.seal(type_, SID, m.SERVER, body), type_, m.SERVER, body
 
 
@@ -370,7 +392,7 @@ def test_open_envelope_on_objects_that_are_not_bytes(obj, expected):
 def check_signed(data, expected: m.MsgType, session_id: bytes, original: bytes | None):
     """open_signed: MessageError, or a message whose signature verifies, which must then be
     byte-for-byte the one that was signed (``original``)."""
-    out = timed(m.open_signed, data, expected, session_id, PUBLIC)
+    out = timed(m.open_signed, data, expected, session_id, PUBLIC, context_of(expected))
     if not isinstance(out, MessageError):
         assert bytes(data) == original, "a mutated client message passed its signature check"
     return out
@@ -387,20 +409,26 @@ def test_open_signed_on_mutated_message(msg, data):
 
 @given(msg=sealed(True), data=st.data())
 def test_open_signed_rejects_replays_across_sessions_steps_and_senders(msg, data):
-    """A message signed in another session, for another step or by another client, re-framed
-    so that its header names this session, the expected step or the claimed sender."""
+    """A message signed in another session, for another step, by another client or in another
+    session context (under the same session id), re-framed so that its header names this
+    session, the expected step or the claimed sender."""
     _, type_, sender, body = msg
-    how = data.draw(st.sampled_from(["session", "step", "sender", "signature"]))
+    how = data.draw(st.sampled_from(["session", "step", "sender", "signature", "context"]))
     other_type = data.draw(st.sampled_from([t for t in m.MsgType if t != type_]))
     other_sender = data.draw(st.sampled_from([i for i in IDENTITIES if i != sender]
                                              + [N_IDENTITIES, U32_MAX]))
     signed_as = {"session": (type_, OTHER_SID, sender), "step": (other_type, SID, sender),
-                 "sender": (type_, SID, other_sender), "signature": (type_, SID, sender)}[how]
+                 "sender": (type_, SID, other_sender), "signature": (type_, SID, sender),
+                 "context": (type_, SID, sender)}[how]
+    context = context_of(type_)
+    if how == "context":  # another session's context; for ADVERTISE, any context at all
+        context = data.draw(st.sampled_from([OTHER_CTX, bytes(32)] + ([] if context else [CTX])
+                                            + ([b""] if context else [])))
     key = IDENTITIES[sender]
-    sig = key.sign(m.signing_digest(m.seal(*signed_as, body)))
+    sig = key.sign(m.signing_digest(m.seal(*signed_as, body), context))
     if how == "signature":  # a signature by another enrolled client
         sig = IDENTITIES[(sender + 1) % N_IDENTITIES].sign(m.signing_digest(m.seal(*signed_as,
-                                                                                   body)))
+                                                                                   body), context))
     forged = m.seal(type_, SID, sender, body) + sig
     assert isinstance(check_signed(forged, type_, SID, None), MessageError)
 
@@ -412,9 +440,10 @@ def test_survivors_digest_takes_any_bytes(raw):
 
 
 # ------------------------------------------------------------------- a recorded real session
-def _record_session() -> dict[str, list[bytes]]:
+def _record_session() -> tuple[dict[str, list[bytes]], bytes]:
     """Every message of an honest 5-client session (client 4 drops before masked_input, so the
-    unmask messages hold both share kinds), keyed by message type name."""
+    unmask messages hold both share kinds), keyed by message type name; and the session context
+    the clients signed under after ADVERTISE."""
     cfg = SecAggConfig(num_clients=5, threshold=3, vector_length=6, modulus=2**16)
     out: dict[str, list[bytes]] = {t.name: [] for t in m.MsgType}
     with deterministic_randomness(1234):
@@ -439,14 +468,15 @@ def _record_session() -> dict[str, list[bytes]]:
             if step != "unmasking":
                 for raw in outgoing.values():
                     out[m.MsgType(raw[4]).name].append(raw)
-    return out
+    assert all(c._context == server.context for c in clients.values())
+    return out, server.context
 
 
 def _public(n: int) -> dict[int, bytes]:
     return {i: PUBLIC[i] for i in range(n)}
 
 
-RECORDED = _record_session()
+RECORDED, RECORDED_CTX = _record_session()
 SESSION_CFG = SecAggConfig(num_clients=5, threshold=3, vector_length=6, modulus=2**16)
 
 
@@ -454,7 +484,7 @@ def _parse_as_receiver(raw: bytes, type_: m.MsgType):
     """The whole parse its receiver runs on a message of ``type_``: the frame, the signature
     (client messages), the body, and the signed messages a server message carries."""
     if type_ in m.CLIENT_TYPES:
-        env = m.open_signed(raw, type_, SID, _public(5))
+        env = m.open_signed(raw, type_, SID, _public(5), context_of(type_, RECORDED_CTX))
         if type_ is m.MsgType.ADVERTISE:
             return m.read_advertise(env.body)
         if type_ is m.MsgType.SHARES:
@@ -467,22 +497,28 @@ def _parse_as_receiver(raw: bytes, type_: m.MsgType):
         return bytes(env.body)  # CONSISTENCY: a digest, compared by the server
     env = m.open_envelope(raw, type_, SID)
     if type_ is m.MsgType.KEY_LIST:
-        u1, adverts = m.read_key_list(env.body)
-        return u1, [m.read_advertise(m.open_signed(a, m.MsgType.ADVERTISE, SID,
-                                                   _public(5)).body) for a in adverts]
+        u1, digests, adverts = m.read_key_list(env.body)
+        return u1, digests, [m.read_advertise(m.open_signed(a, m.MsgType.ADVERTISE, SID,
+                                                            _public(5)).body) for a in adverts]
     if type_ is m.MsgType.SHARE_RELAY:
         return m.read_relay(env.body)
     if type_ is m.MsgType.SURVIVORS:
         return m.read_ids(env.body)
-    return [m.open_signed(s, m.MsgType.CONSISTENCY, SID, _public(5)) and s
+    return [m.open_signed(s, m.MsgType.CONSISTENCY, SID, _public(5), RECORDED_CTX) and s
             for s in m.read_list(env.body)]
 
 
 def test_recorded_session_is_complete():
     assert all(RECORDED[t.name] for t in m.MsgType)
     kinds = {k for raw in RECORDED["UNMASK"] for k, _ in
-             m.read_unmask(m.open_signed(raw, m.MsgType.UNMASK, SID, _public(5)).body).values()}
+             m.read_unmask(m.open_signed(raw, m.MsgType.UNMASK, SID, _public(5),
+                                         RECORDED_CTX).body).values()}
     assert kinds == set(m.ShareKind)
+    u1, digests, adverts = m.read_key_list(m.open_envelope(RECORDED["KEY_LIST"][0],
+                                                           m.MsgType.KEY_LIST, SID).body)
+    assert m.session_context(SID, digests) == RECORDED_CTX  # the key list fixes the context
+    assert digests == {m.open_envelope(a, m.MsgType.ADVERTISE, SID).sender: m.advert_digest(a)
+                       for a in adverts}
 
 
 @pytest.mark.parametrize("type_", list(m.MsgType), ids=[t.name for t in m.MsgType])

@@ -676,13 +676,15 @@ def test_small_order_key_advertised_by_a_colluding_client(data, seed):
         graph = neighbours(enrolled, cfg.neighbors, public_seed(session_id, enrolled))
         groups = {c: graph[c] | {c} for c in enrolled}
         shares, refused = {}, set()
+        digests = {v: m.advert_digest(adverts[v]) for v in enrolled}  # one world: every member
+        context = m.session_context(session_id, digests)
         for c in sorted(clients):
             key_list = m.seal(m.MsgType.KEY_LIST, session_id, m.SERVER, m.key_list_body(
-                enrolled, [adverts[v] for v in sorted(groups[c])]))
+                enrolled, [adverts[v] for v in sorted(groups[c])], digests))
             try:
                 shares[c] = m.read_shares(m.open_signed(
                     clients[c].share_keys(key_list), m.MsgType.SHARES, session_id,
-                    public(cfg)).body)[1]
+                    public(cfg), context).body)[1]
             except ProtocolViolation as exc:
                 assert which == "encryption" and colluder in groups[c] and c != colluder
                 assert exc.peer == colluder
