@@ -302,3 +302,35 @@ def test_out_of_field_share_drops_the_sender_without_crashing(monkeypatch):
     result = run_masked_sum(cfg, inputs)
     assert "not a field element" in result.stats.server_rejected[1]
     assert result.total.tolist() == expected_sum(inputs, result.included, 2**32).tolist()
+
+
+def test_an_abort_after_a_failed_reconstruction_says_so(monkeypatch):
+    """Two liars among four clients at t = 3: every secret has 4 holders, two of whose shares
+    break their commitments, so only 2 < t shares are usable. The abort names the failed
+    reconstruction and the client, not "survivors < threshold" (every client survived), and its
+    partial record says the same."""
+    flip = lambda s: s[:-1] + bytes([s[-1] ^ 1])  # noqa: E731
+    from gptfl_secure.protocols import SecAggClient
+    from gptfl_secure.protocols import messages as m
+
+    honest = SecAggClient.unmasking
+
+    def unmasking(self, signatures):
+        out = honest(self, signatures)
+        if self.id not in (0, 1):
+            return out
+        env = m.open_envelope(out, m.MsgType.UNMASK, self.session_id)
+        entries = [(p, k, flip(s)) for p, (k, s) in sorted(m.read_unmask(env.body).items())]
+        return m.seal(m.MsgType.UNMASK, self.session_id, self.id, m.unmask_body(entries),
+                      self._identity, self._context)
+
+    monkeypatch.setattr(SecAggClient, "unmasking", unmasking)
+    cfg = SecAggConfig(num_clients=4, threshold=3, vector_length=8)
+    inputs = {i: np.full(8, i, dtype=np.uint64) for i in range(4)}
+    with pytest.raises(SecAggAbort) as caught:
+        run_masked_sum(cfg, inputs)
+    abort = caught.value
+    assert abort.cause == SecAggAbort.RECONSTRUCTION_FAILED and abort.step == "unmasking"
+    assert "could not be rebuilt" in str(abort) and "survivors <" not in str(abort)
+    assert "2 usable shares, threshold 3" in str(abort)
+    assert abort.partial.abort_reason == str(abort) and abort.partial.included == frozenset()
