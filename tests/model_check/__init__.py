@@ -21,13 +21,18 @@ the server; *strategies* are families, each enumerated exhaustively over its par
   the rest U3 with it; signature lists of the same view from this session, or empty;
 * ``partner-exclusion``: every victim v, every partner set P (|P| >= t - 1) from which alone v
   is relayed shares, every nonempty X in P that all other clients are told dropped (per-client
-  U3 views); signatures from this session or none. ``/reused-id``: the same in two sessions
-  under one session id (ledger off), with signature lists drawing on both sessions (replays);
+  U3 views); v is shown U3 = {v} + P with signatures from this session, none, or each repeated
+  t times (``sigs=dup``), or the others' U3 without X (``v-u3=consistent``: it names members
+  that never shared keys with v). ``/reused-id``: the first in two sessions under one session
+  id (ledger off), with signature lists drawing on both sessions (replays);
 * ``cross-session-mix`` (n=5, t=3): two sessions under one id; the target's key list carries
   its partners' advertisements from the other session, the partners' mask keys are declared
   dropped by instances of both sessions (replayed advertisements, per-instance key lists that
   differ pairwise in U1, relays, U3 and signatures from either session);
-* ``ledger-reuse``: a second session under a used id with the ledger on;
+* ``ledger-reuse``: a second session under a used id with the ledger on (honest flow); and
+  (n=5, t=3) ``ledger-reuse/regroup``: the ``regroup`` schedule with the ledger on and each
+  client's input the same in both sessions (a retry that resubmits it; the oracle then runs
+  over clients, not instances);
 * ``weak-config``: every client is offered a weaker config than the nominal one (t <= n/2 via
   an unchecked SecAggConfig, or num_clients = m < n with a smaller majority), then split views;
 * ``regroup/reused-id`` (n=5, t=3): two sessions under one id (ledger off) regrouped into three
@@ -50,9 +55,16 @@ sessions' nominal threshold (SecAgg+: the per-group t of k + 1). Sets may mix th
 sessions under one id (``regroup``). And no honest instance revealed both shares of one owner.
 Any ProtocolViolation is recorded and the instance gets nothing more.
 
-**Mutants** (:mod:`.mutants`): no session binding (context from the session id alone); accepts
-t <= n/2; reveals both shares of a dropped peer; skips the consistency check; sizes its policy by
-``cfg.num_clients`` instead of the group. The explorer must catch each (and prints the schedule).
+**Mutants** (:mod:`.mutants`, ``MUTANTS``, gated): no session binding (context from the session
+id alone); accepts t <= n/2; reveals both shares of a dropped peer; skips the consistency check;
+sizes its policy by ``cfg.num_clients`` instead of the group; counts a repeated signature once
+per copy; signs a U3 naming group members that never shared keys with it; ignores its session
+ledger. The explorer must catch each (and prints the schedule), in both profiles.
+``REDUNDANT`` (not counted; run by the short profile, which must find nothing against them):
+ignores the digest listed for itself, ignores the advertisements' listed digests, share AEAD
+without the context, counts signers outside U3 (or its group), accepts a U3 without itself,
+accepts a U3 below t. Each is harmless while the client's other checks stand; its docstring
+says why (the explorer prints it as "redundant <name>: <reason>").
 
 **Findings outside the model** (``--findings``): ``regroup`` with each client's input the same in
 both runs. The protocol's model gives every session its own input; a client that resubmits one

@@ -16,7 +16,8 @@ def main(argv: list[str]) -> int:
     out = explore(profile, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(f"({profile} profile: {out.seconds:.1f} s)", file=sys.stderr)
     print(summary(out))
-    return 0 if not out.violations and len(out.caught) == len(MUTANTS) else 1
+    ok = not out.violations and len(out.caught) == len(MUTANTS) and not out.redundant_caught
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ class World:
         self.sessions: list[Session] = []
         self.violations: list[tuple[Key, str]] = []  # what honest instances refused
         self.ledgers = {c: SessionLedger() for c in self.ids}
+        self.same_inputs = False  # the oracle's model: one input per client, not per instance
 
     # ------------------------------------------------------------------ set-up
     def start(self, session_id: bytes, nominal: SecAggConfig, proposed=None,
@@ -209,11 +210,14 @@ class World:
 
     def signature_list(self, key: Key, mode: str) -> list[bytes]:
         """The signatures the server hands ``key``: ``none``; ``own`` (this session's, on
-        ``key``'s U3, from its group); ``any`` (also replayed from the other session). Colluders
-        sign whatever U3 is needed under the recipient's context. At most one per signer, and
-        only ones that verify for the recipient (a bad one would make it abort)."""
+        ``key``'s U3, from its group); ``any`` (also replayed from the other session); ``dup``
+        (``own``, each repeated t times: a client must count a signer once). Colluders sign
+        whatever U3 is needed under the recipient's context. Except in ``dup``, at most one per
+        signer, and only ones that verify for the recipient (a bad one would make it abort)."""
         if mode == "none":
             return []
+        if mode == "dup":  # every signature of "own", repeated t times
+            return self.signature_list(key, "own") * self.inst(key).cfg.threshold
         inst = self.inst(key)
         s = self.sessions[key[0]]
         grp = self.group(s, key[1]) & inst.u3

@@ -1,4 +1,6 @@
-"""Run every schedule of a profile against the real client and each mutant."""
+"""Run every schedule of a profile against the real client and each mutant (``MUTANTS``, gated)
+and, in the short profile, each ``REDUNDANT`` one (reported as "redundant: <reason>", never
+counted; a violation against one would mean its reason is wrong)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gptfl_secure.protocols import SecAggClient
 
-from .mutants import MUTANTS
+from .mutants import MUTANTS, REDUNDANT
 from .oracle import analyse
 from .strategies import FAMILIES, FINDINGS, FULL, Setting
 
@@ -18,6 +20,7 @@ class Outcome:
     schedules: int = 0
     violations: list = field(default_factory=list)  # (label, problems) on the real client
     caught: dict = field(default_factory=dict)  # mutant -> (label, problems)
+    redundant_caught: dict = field(default_factory=dict)  # REDUNDANT mutant -> (label, problems)
     seconds: float = 0.0
 
 
@@ -52,11 +55,14 @@ def explore(profile: str = "full", log=print) -> Outcome:
     out = Outcome()
     start = time.perf_counter()
     classes = {"real": SecAggClient, **MUTANTS}
+    redundant = REDUNDANT if profile == "short" else {}
+    for name, cls in REDUNDANT.items():
+        log(f"redundant {name}: {reason(cls)}")
     for strategy, label, play in schedules(profile):
         out.strategies.add(strategy)
         out.schedules += 1
-        for name, cls in classes.items():
-            if name != "real" and name in out.caught:
+        for name, cls in {**classes, **redundant}.items():
+            if name in out.caught or name in out.redundant_caught:
                 continue
             problems = analyse(play(cls))
             if not problems:
@@ -64,11 +70,20 @@ def explore(profile: str = "full", log=print) -> Outcome:
             if name == "real":
                 out.violations.append((label, problems))
                 log(f"VIOLATION (real client): {label}: {problems}")
-            else:
+            elif name in MUTANTS:
                 out.caught[name] = (label, problems)
                 log(f"caught {name}: {label}: {problems[0]}")
+            else:
+                out.redundant_caught[name] = (label, problems)
+                log(f"REDUNDANT MUTANT CAUGHT (its reason is wrong) {name}: {label}: "
+                    f"{problems[0]}")
     out.seconds = time.perf_counter() - start
     return out
+
+
+def reason(cls) -> str:
+    """A redundant mutant's docstring, on one line."""
+    return " ".join((cls.__doc__ or "").split())
 
 
 def findings(log=print) -> list[str]:

@@ -245,7 +245,8 @@ def knowledge_of(world, same_inputs: bool = False) -> tuple[list[dict], list[str
 def analyse(world, same_inputs: bool = False) -> list[str]:
     """Every violation in what ``world``'s server collected (empty: none). ``same_inputs``: a
     client's input is one variable in every session (a retried round that resubmits it), and the
-    check is made over clients instead of instances."""
+    check is made over clients instead of instances (also when ``world.same_inputs``)."""
+    same_inputs = same_inputs or getattr(world, "same_inputs", False)
     funcs, problems = knowledge_of(world, same_inputs)
     t = min(s.nominal.threshold for s in world.sessions)
     if same_inputs:

@@ -129,12 +129,17 @@ def split_u3(st: Setting, col) -> Iterator[tuple[str, Play]]:
 
 def partner_exclusion(st: Setting, col, sessions: int = 1) -> Iterator[tuple[str, Play]]:
     """v is relayed shares from its partners P only; every other client is told the partners
-    in X (subset of P) dropped. With two sessions (one reused id) signatures may be replayed."""
+    in X (subset of P) dropped. v is shown U3 = {v} + P (``v-u3=partners``, with signatures from
+    this session, none, or each repeated t times) or the others' U3 without X
+    (``v-u3=consistent``, which names non-sharers). With two sessions (one reused id) signatures
+    may be replayed."""
+    modes = ([("partners", "own"), ("partners", "none"), ("partners", "dup"),
+              ("consistent", "own")] if sessions == 1 else [("partners", "any")])
     for v in range(st.n):
         for p in subsets(set(range(st.n)) - {v}, st.t - 1):
             for x in subsets(p, 1):
-                for mode in (("own", "none") if sessions == 1 else ("any",)):
-                    def play(cls, v=v, p=p, x=x, mode=mode):
+                for vu3, mode in modes:
+                    def play(cls, v=v, p=p, x=x, vu3=vu3, mode=mode):
                         w = World(st.n, cls, col)
                         sid = os.urandom(32)
                         ss = [w.start(sid, cfg(st.n, st.t, st.k)) for _ in range(sessions)]
@@ -145,12 +150,13 @@ def partner_exclusion(st: Setting, col, sessions: int = 1) -> Iterator[tuple[str
                             return [(k[0], c) for c in sorted(peers)]
 
                         def u3s(k):
-                            return frozenset(mine) if k[1] == v else \
-                                frozenset(range(st.n)) - (x - {k[1]})
+                            if k[1] == v and vu3 == "partners":
+                                return frozenset(mine)
+                            return frozenset(range(st.n)) - (x - {k[1]})
                         return flow(w, ss, relays=relays, u3s=u3s, sigs=mode)
                     yield (f"partner-exclusion{'/reused-id' if sessions > 1 else ''} {st} "
                            f"colluders={sorted(col)} victim={v} partners={sorted(p)} "
-                           f"declared-dropped={sorted(x)} sigs={mode}"), play
+                           f"declared-dropped={sorted(x)} v-u3={vu3} sigs={mode}"), play
 
 
 def mix(st: Setting, col) -> Iterator[tuple[str, Play]]:
@@ -214,6 +220,10 @@ def mix(st: Setting, col) -> Iterator[tuple[str, Play]]:
                        f"({o},{p2})"), play
 
 
+_VIRTUAL = [{0: (0, 0), 1: (0, 1), 2: (0, 2)}, {0: (1, 0), 1: (1, 1), 3: (0, 3), 4: (0, 4)},
+            {2: (1, 2), 3: (1, 3), 4: (1, 4)}]
+
+
 def regroup(st: Setting, col) -> Iterator[tuple[str, Play]]:
     """Two runs under one id (ledger off) regrouped into three consistent virtual sessions, each
     a key list that all its members see, so every session context agrees within it:
@@ -223,8 +233,7 @@ def regroup(st: Setting, col) -> Iterator[tuple[str, Play]]:
     why clients keep a SessionLedger and never resubmit an input (SECURITY.md)."""
     if (st.n, st.t, st.k) != (5, 3, None):
         return
-    virtual = [{0: (0, 0), 1: (0, 1), 2: (0, 2)}, {0: (1, 0), 1: (1, 1), 3: (0, 3), 4: (0, 4)},
-               {2: (1, 2), 3: (1, 3), 4: (1, 4)}]
+    virtual = _VIRTUAL
 
     def lists(k):
         return next(v for v in virtual if v.get(k[1]) == k)
@@ -241,7 +250,10 @@ def regroup(st: Setting, col) -> Iterator[tuple[str, Play]]:
 
 
 def ledger_reuse(st: Setting, col) -> Iterator[tuple[str, Play]]:
-    """A second session under a used id with the ledger on: refused before any key."""
+    """A second session under a used id with the ledger on: refused before any key. The honest
+    flow of both sessions, then (n=5, t=3) the ``regroup`` schedule with each client's input the
+    same in both sessions: the ledger is what keeps a retrying client (which resubmits its
+    input) from letting the server difference the sums (the oracle runs over clients)."""
     def play(cls):
         w = World(st.n, cls, col)
         sid = os.urandom(32)
@@ -249,6 +261,19 @@ def ledger_reuse(st: Setting, col) -> Iterator[tuple[str, Play]]:
         s1 = w.start(sid, cfg(st.n, st.t, st.k), ledger=True)
         return flow(w, [s0, s1], sigs="any")
     yield f"ledger-reuse {st}", play
+    if (st.n, st.t, st.k) != (5, 3, None):
+        return
+
+    def lists(k):
+        return next(v for v in _VIRTUAL if v.get(k[1]) == k)
+
+    def replay(cls):
+        w = World(5, cls, col)
+        sid = os.urandom(32)
+        ss = [w.start(sid, cfg(5, 3), ledger=True) for _ in range(2)]
+        w.same_inputs = True  # a retried session: each client resubmits its input
+        return flow(w, ss, lists=lists, u3s=lambda k: frozenset(lists(k)), sigs="any")
+    yield f"ledger-reuse/regroup {st} same inputs, virtual sessions {_VIRTUAL}", replay
 
 
 def weak_config(st: Setting, col) -> Iterator[tuple[str, Play]]:

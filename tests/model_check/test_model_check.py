@@ -8,7 +8,7 @@ from gptfl_secure.protocols import SecAggClient
 
 from .adversary import World, cfg
 from .explorer import explore
-from .mutants import MUTANTS
+from .mutants import MUTANTS, REDUNDANT
 from .oracle import P, Row, allowed, knowledge, knowledge_of
 from .strategies import flow
 
@@ -17,6 +17,16 @@ def test_short_profile_real_client_clean_and_every_mutant_caught():
     out = explore("short", log=lambda s: None)
     assert out.violations == []
     assert sorted(out.caught) == sorted(MUTANTS)
+    # A redundant mutant is one the other checks make harmless: a violation would refute that.
+    assert out.redundant_caught == {}
+
+
+def test_every_redundant_mutant_says_why_and_differs_from_the_real_client():
+    assert not set(REDUNDANT) & set(MUTANTS)
+    for name, cls in REDUNDANT.items():
+        assert "Redundant" in (cls.__doc__ or ""), name
+        weakened = [k for k in vars(cls) if k in vars(SecAggClient)]
+        assert weakened and all(vars(cls)[k] is not vars(SecAggClient)[k] for k in weakened), name
 
 
 # ------------------------------------------------------------------ the oracle on symbols
