@@ -250,16 +250,16 @@ def contribution(config: SimConfig, pid: int, r: int, global_vector: np.ndarray)
     """Client ``pid``'s encoded update for round ``r``, exactly as the sim's ``run_round``
     computes it (same training seed, same stochastic-rounding stream)."""
     from ..learning.local import LocalTrainingConfig, train_locally
-    from ..sim.rounds import _ROUNDING, _TRAINING, _derive
     from ..sim.run import make_codec
+    from ..sim.seeds import rounding_rng, training_seed
 
     data = _partition(config, pid)
     local = LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
                                 config.momentum, config.weight_decay, config.prox_mu)
     delta = train_locally(_models(config, pid), global_vector, data, local,
-                          seed=_derive(config.seed, r, _TRAINING, pid))
+                          seed=training_seed(config.seed, r, pid))
     codec = make_codec(config, len(global_vector))
-    return codec.encode(delta, len(data), np.random.default_rng([config.seed, r, _ROUNDING, pid]))
+    return codec.encode(delta, len(data), rounding_rng(config.seed, r, pid))
 
 
 def label_sketch(config: SimConfig, pid: int, capacity: int, seed: int) -> np.ndarray:

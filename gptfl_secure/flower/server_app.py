@@ -351,7 +351,7 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
     from ..learning.local import evaluate, model_to_vector, vector_to_model
     from ..learning.partition import sample_clients
     from ..sim import report
-    from ..sim.rounds import _SAMPLING, RoundRecord
+    from ..sim.rounds import RoundRecord
     from ..sim.run import (
         RunState,
         SessionRecorder,
@@ -366,6 +366,7 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         save_checkpoint,
         write_outputs,
     )
+    from ..sim.seeds import sampling_rng
 
     config, options = parse_run_config(dict(run_config))
     limit_threads(config.threads)
@@ -422,8 +423,7 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
     for r in range(1, config.rounds + 1):
         sums[f"round{r}_global_in"] = state.global_vector.copy()
         sampled = [int(c) for c in sample_clients(config.clients, config.cohort,
-                                                  np.random.default_rng([config.seed, r,
-                                                                         _SAMPLING]))]
+                                                  sampling_rng(config.seed, r))]
         cohort = {c: keys[c] for c in sampled if c in keys}
         model_record = ArrayRecord({"global": Array(state.global_vector.astype(np.float32))})
         contents = {c: RecordDict({wire.MODEL: model_record,

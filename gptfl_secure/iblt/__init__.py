@@ -1,6 +1,6 @@
 """Hand-written invertible Bloom lookup table (IBLT) over Z_p, numpy only.
 
-Public interface (see DESIGN.md)::
+Public interface (the README's "The IBLT" section says more)::
 
     params = IbltParams(capacity=50, max_key_bytes=64, seed=0)
     s = IbltSketch.from_keys(params, ["dog", "cat"])

@@ -1,1 +1,2 @@
-"""Learning side of GPT-FL: data, partitioning (and, in later issues, models and training)."""
+"""Learning side of GPT-FL: data sets and their features, partitioning, models, local and
+centralized training, quantized updates and server optimizers."""

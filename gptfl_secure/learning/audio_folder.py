@@ -3,9 +3,9 @@
 
 Each clip is read with scipy (PCM or float WAV), mixed down to mono, resampled to
 ``sample_rate``, turned into a log-mel spectrogram (128 bins, 1024-point FFT, 10 ms hop:
-:func:`gptfl_secure.synth.audio_features.log_mel_spectrogram`) and padded or cropped to
-``frames`` frames. ``x`` is ``(n, 1, 128, frames)`` float32. The layout rules and errors are those
-of :mod:`.folder` (label names at most 64 bytes, at least 2 labels, hidden files ignored).
+:func:`.audio_features.log_mel_spectrogram`) and padded or cropped to ``frames`` frames. ``x``
+is ``(n, 1, 128, frames)`` float32. The layout rules and errors are those of :mod:`.folder`
+(label names at most 64 bytes, at least 2 labels, hidden files ignored).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .audio_features import fix_length, log_mel_spectrogram, resample
 from .data import Dataset
 from .folder import AUDIO_EXTENSIONS, ImageFolderError, _scan, _stratified_test_indices
 
@@ -45,8 +46,6 @@ def read_wave(path: os.PathLike[str] | str) -> tuple[np.ndarray, int]:
 
 def clip_features(wave: np.ndarray, rate: int, *, sample_rate: int, frames: int) -> np.ndarray:
     """One clip's ``(128, frames)`` log-mel features at ``sample_rate``."""
-    from ..synth.audio_features import fix_length, log_mel_spectrogram, resample
-
     if rate != sample_rate:
         wave = resample(wave, rate, sample_rate)
     return fix_length(log_mel_spectrogram(wave, sample_rate, n_mels=N_MELS), frames)

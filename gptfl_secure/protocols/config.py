@@ -73,10 +73,6 @@ class SecAggConfig:
             )
 
     @property
-    def is_power_of_two(self) -> bool:
-        return self.modulus & (self.modulus - 1) == 0
-
-    @property
     def element_bytes(self) -> int:
         """Bytes per vector entry on the wire: 4 when q <= 2^32, else 8."""
         return element_bytes(self.modulus)

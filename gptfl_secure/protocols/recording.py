@@ -187,8 +187,6 @@ def record_result(directory: str | os.PathLike[str], name: str, result,
     """
     session_id = getattr(result, "session_id", b"")
     keys = getattr(result, "identity_keys", None)
-    if keys is None:
-        keys = getattr(result, "identity_public_keys", None)
     if not session_id or not keys:
         raise TypeError("this result carries no session id or identity keys: it cannot be "
                         "recorded")
@@ -333,8 +331,6 @@ def _from_meta(path: Path, meta: object) -> SessionRecord:
             raise RecordError(f"record version {meta['version']} is not supported (expected "
                               f"{FORMAT_VERSION}; version 1 holds wire-v1 messages)")
     meta = _keys(meta, _TOP_KEYS, "record")
-    if meta["format"] != FORMAT:
-        raise RecordError(f"format {meta['format']!r} is not {FORMAT!r}")
     name = meta["name"]
     if not isinstance(name, str) or not _NAME.fullmatch(name) or path.name != json_name(name):
         raise RecordError(f"name {name!r} does not match the file name {path.name!r}")

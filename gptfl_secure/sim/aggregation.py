@@ -22,8 +22,6 @@ from ..protocols import (
 )
 from ..protocols.config import element_bytes, uploads_input
 
-SECAGG_MODES = ("full", "plus", "off")
-
 
 @dataclass(frozen=True)
 class AggregateResult:

@@ -52,7 +52,7 @@ def arm_config(config: SimConfig, arm: str, lr: float) -> SimConfig:
 
 def run_comparison(config: SimConfig, setup: Setup, base: RunState, pretrained: np.ndarray,
                    out: Path, log: Callable[[str], None], progress: bool = False) -> dict:
-    """Play every arm; returns ``comparison.json``'s content (DESIGN.md) plus ``grid``."""
+    """Play every arm; returns ``comparison.json``'s content plus ``grid``."""
     random_init = _random_vector(config, setup)
     arms: dict[str, dict] = {}
     grid: dict[str, dict[str, float]] = {}
@@ -131,7 +131,8 @@ def rounds_to(curve: list[float], target: float) -> int | None:
 
 
 def goals(arms: dict) -> list[dict]:
-    """The issue's goals, each with the measured values and whether it holds."""
+    """The comparison's goals (GPT-FL against random initialisation), each with the measured
+    values and whether it holds."""
     g = arms["gptfl_fedavg"]["test_accuracy_per_round"]
     r = arms["fedavg_random"]["test_accuracy_per_round"]
     g80, r80 = rounds_to(g, 0.8), rounds_to(r, 0.8)

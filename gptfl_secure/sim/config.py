@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,3 @@ def load_toml(path: Path) -> dict[str, Any]:
     if "sim" in data and isinstance(data["sim"], dict):
         data = data["sim"]
     return data
-
-
-def defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in fields(SimConfig) if f.default is not MISSING}

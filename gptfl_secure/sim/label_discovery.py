@@ -54,7 +54,7 @@ class LabelDiscovery:
     aborts: tuple[str, ...] = field(default=(), compare=False)  # sessions that aborted first
 
     def to_json(self) -> dict:
-        """The ``label_discovery`` section of metrics.json (DESIGN.md), plus ``dp`` with DP."""
+        """The ``label_discovery`` section of metrics.json, plus ``dp`` with DP."""
         out = {"participants": self.participants, "counts": self.counts,
                "complete": self.complete}
         if self.dp is not None:

@@ -1,5 +1,6 @@
-"""What a run writes to ``--out``: metrics.json (schema in DESIGN.md), metrics.csv, plots, and the
-server's transcript summary (messages and bytes the server received per session and step)."""
+"""What a run writes to ``--out``: metrics.json (its content: ``run.final_metrics``), metrics.csv,
+plots, and the server's transcript summary (messages and bytes the server received per session
+and step)."""
 
 from __future__ import annotations
 

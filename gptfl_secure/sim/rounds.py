@@ -30,6 +30,7 @@ from ..privacy.rng import noise_generator
 from ..protocols import STEPS, MaskedSumResult, SecAggAbort
 from ..protocols.config import uploads_input
 from .aggregation import AggregateResult, Aggregator
+from .seeds import dropout_rng, rounding_rng, sampling_rng, training_seed
 
 LocalTrainer = Callable[[nn.Module, np.ndarray, Dataset, LocalTrainingConfig, int, int],
                         np.ndarray]
@@ -38,10 +39,6 @@ LocalTrainer = Callable[[nn.Module, np.ndarray, Dataset, LocalTrainingConfig, in
 
 def plain_local_training(model, global_vector, data, config, seed, _client_id):
     return train_locally(model, global_vector, data, config, seed=seed)
-
-
-# stream labels for np.random.default_rng([seed, round, STREAM, ...])
-_SAMPLING, _DROPOUT, _TRAINING, _ROUNDING = 1, 2, 3, 4
 
 
 def sample_dropouts(cohort: Sequence[int], rate: float, rng: np.random.Generator) -> dict[int, str]:
@@ -53,7 +50,7 @@ def sample_dropouts(cohort: Sequence[int], rate: float, rng: np.random.Generator
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One row of ``metrics.json``'s ``rounds`` (DESIGN.md), plus ``skipped`` and its reason."""
+    """One row of ``metrics.json``'s ``rounds``, plus ``skipped`` and its reason."""
 
     round: int
     test_accuracy: float
@@ -103,10 +100,8 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
     the global model and the optimizer state stay as they were; the outcome's ``partial`` holds
     the aborted session's record, for ``--record-transcript``.
     """
-    sampled = sample_clients(len(ctx.train_parts), ctx.cohort,
-                             np.random.default_rng([ctx.seed, r, _SAMPLING]))
-    dropouts = sample_dropouts(sampled, ctx.dropout,
-                               np.random.default_rng([ctx.seed, r, _DROPOUT]))
+    sampled = sample_clients(len(ctx.train_parts), ctx.cohort, sampling_rng(ctx.seed, r))
+    dropouts = sample_dropouts(sampled, ctx.dropout, dropout_rng(ctx.seed, r))
     dp = ctx.dp_codec
     length = dp.vector_length if dp else ctx.codec.vector_length
     rotation = round_seed(ctx.seed, r)  # public: every party derives the same one
@@ -118,7 +113,7 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
             continue
         data = ctx.train_parts[cid]
         delta = ctx.train(ctx.scratch_model, global_vector, data, ctx.local,
-                          _derive(ctx.seed, r, _TRAINING, cid), cid)
+                          training_seed(ctx.seed, r, cid), cid)
         if not np.all(np.isfinite(delta)):
             # local training diverged (e.g. under heavy DP noise): the client has nothing
             # meaningful to send, so it drops before its masked input, as a real one would
@@ -128,8 +123,8 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
         if dp:  # rounding and noise from the client's private CSPRNG-seeded generator
             contributions[cid] = dp.encode(delta, noise_generator(), rotation)
         else:
-            contributions[cid] = ctx.codec.encode(
-                delta, len(data), np.random.default_rng([ctx.seed, r, _ROUNDING, cid]))
+            contributions[cid] = ctx.codec.encode(delta, len(data),
+                                                  rounding_rng(ctx.seed, r, cid))
 
     start = time.perf_counter()
     try:
@@ -165,8 +160,3 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
 def _accuracy(ctx: RoundContext, vector: np.ndarray) -> float:
     vector_to_model(ctx.global_model, vector)
     return evaluate(ctx.global_model, ctx.test)
-
-
-def _derive(*parts: int) -> int:
-    """A 63-bit seed for torch from integer parts."""
-    return int(np.random.default_rng(list(parts)).integers(0, 2**63 - 1))

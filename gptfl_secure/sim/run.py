@@ -484,7 +484,8 @@ def _progress(total: int, done: int, enabled: bool):
 
 
 def final_metrics(state: RunState) -> dict:
-    """``metrics.json`` as DESIGN.md specifies it."""
+    """The content of ``metrics.json``: the configuration, label discovery, pretraining, one row
+    per round, the final test accuracy and the privacy guarantee."""
     rounds = state.rounds
     return {
         "config": state.config.to_json(),

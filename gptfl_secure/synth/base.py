@@ -2,8 +2,8 @@
 
 A backend turns prompts for one label into a batch of synthetic examples in the task's input
 format: images ``(count, channels, size, size)`` float32 in [0, 1], or audio features
-``(count, 1, n_mels, frames)`` float32 (log-mel, see :mod:`.audio_features`). Backends see label
-names and prompts only, never client data.
+``(count, 1, n_mels, frames)`` float32 (log-mel, see :mod:`gptfl_secure.learning.audio_features`).
+Backends see label names and prompts only, never client data.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Audio backends for keyword-spotting tasks: text-to-speech (SpeechT5) and text-to-audio
 (AudioLDM). Both return log-mel features ``(count, 1, n_mels, frames)`` float32 computed by
-:mod:`.audio_features` (128 mel bins, 1024-point FFT, 10 ms hop by default) from the generated
-waveform, resampled to ``sample_rate`` first when the model speaks at another rate, then
-cropped or padded (with the log-mel of silence) to ``frames`` frames.
+:mod:`gptfl_secure.learning.audio_features` (128 mel bins, 1024-point FFT, 10 ms hop by
+default) from the generated waveform, resampled to ``sample_rate`` first when the model speaks
+at another rate, then cropped or padded (with the log-mel of silence) to ``frames`` frames.
 
 * ``--generator speecht5:MODEL`` → :class:`SpeechT5Generator`: ``SpeechT5ForTextToSpeech``
   speaks each prompt (e.g. the keyword ``"yes"``) and a ``SpeechT5HifiGan`` vocoder (a second
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import audio_features as af
+from ..learning import audio_features as af
 from .base import GeneratorError
 from .image_diffusers import (
     GUIDANCE_RANGE,

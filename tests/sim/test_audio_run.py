@@ -51,7 +51,7 @@ def test_audio_task_refuses_an_image_generator_before_any_work(tmp_path, capsys)
 
 
 def test_audio_task_pretrains_on_a_tiny_audioldm_and_runs_a_round(tmp_path):
-    from gptfl_secure.synth.tiny_models import save_tiny_audioldm
+    from ..synth.tiny_models import save_tiny_audioldm
 
     model = save_tiny_audioldm(tmp_path / "audioldm")
     data = _wav_folder(tmp_path / "data")

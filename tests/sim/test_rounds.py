@@ -13,7 +13,7 @@ from gptfl_secure.learning.local import train_locally
 from gptfl_secure.protocols import STEPS
 from gptfl_secure.sim.cli import main
 from gptfl_secure.sim.config import SimConfig
-from gptfl_secure.sim.rounds import _DROPOUT, _SAMPLING, _TRAINING, _derive, sample_dropouts
+from gptfl_secure.sim.rounds import sample_dropouts
 from gptfl_secure.sim.run import (
     make_codec,
     new_model,
@@ -22,6 +22,7 @@ from gptfl_secure.sim.run import (
     run_rounds,
     start,
 )
+from gptfl_secure.sim.seeds import DROPOUT, SAMPLING, TRAINING, derive_seed
 
 SMALL = dict(clients=20, cohort=5, rounds=4, local_epochs=1, init="random")
 TIMING = ("secagg_seconds",)
@@ -48,7 +49,7 @@ def test_fedavg_through_the_masked_sum_equals_plaintext_fedavg(tmp_path):
     initial = start(config, setup, _quiet).global_vector
     assert state.rounds[0]["clients_included"] == 5
 
-    cohort = np.sort(np.random.default_rng([config.seed, 1, _SAMPLING]).choice(
+    cohort = np.sort(np.random.default_rng([config.seed, 1, SAMPLING]).choice(
         config.clients, size=config.cohort, replace=False))
     scratch = new_model(config, setup.train)
     codec = make_codec(config, len(initial))
@@ -59,7 +60,7 @@ def test_fedavg_through_the_masked_sum_equals_plaintext_fedavg(tmp_path):
         local = LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
                                     config.momentum, config.weight_decay, config.prox_mu)
         delta = train_locally(scratch, initial, setup.parts[cid], local,
-                              seed=_derive(config.seed, 1, _TRAINING, cid))
+                              seed=derive_seed(config.seed, 1, TRAINING, cid))
         w = min(len(setup.parts[cid]), config.weight_cap)
         weighted += w * np.clip(delta, -config.clip, config.clip)
         weights += w
@@ -145,7 +146,7 @@ def test_resume_of_a_secure_run_killed_before_its_first_round(tmp_path):
 @given(n=st.integers(1, 40), rate=st.floats(0, 0.99), seed=st.integers(0, 2**32 - 1))
 def test_dropouts_are_a_subset_of_the_cohort_at_protocol_steps(n, rate, seed):
     cohort = list(range(100, 100 + n))
-    drops = sample_dropouts(cohort, rate, np.random.default_rng([seed, 1, _DROPOUT]))
+    drops = sample_dropouts(cohort, rate, np.random.default_rng([seed, 1, DROPOUT]))
     assert set(drops) <= set(cohort)
     assert set(drops.values()) <= set(STEPS)
     assert sample_dropouts(cohort, 0.0, np.random.default_rng(seed)) == {}
@@ -164,7 +165,7 @@ def test_a_client_whose_training_diverges_drops_instead_of_crashing(tmp_path, mo
     config = SimConfig(**{**SMALL, "rounds": 2}, dropout=0.0, secagg="off")
     state, setup = _play(config, tmp_path)
     for row in state.rounds:
-        sampled = np.sort(np.random.default_rng([config.seed, row["round"], _SAMPLING]).choice(
+        sampled = np.sort(np.random.default_rng([config.seed, row["round"], SAMPLING]).choice(
             config.clients, size=config.cohort, replace=False))
         even = int(np.sum(sampled % 2 == 0))
         assert row["clients_included"] == even or (row["skipped"] and even == 0)

@@ -1,6 +1,6 @@
 """The diffusers / SpeechT5 / AudioLDM backends, end to end on tiny random-weight models.
 
-Each model is built by :mod:`gptfl_secure.synth.tiny_models`, saved with ``save_pretrained``
+Each model is built by :mod:`tests.synth.tiny_models`, saved with ``save_pretrained``
 into a temporary folder and loaded back through ``from_spec(str(folder))``: the same code path
 as ``--generator diffusers:/path/to/model`` with a downloaded model.
 """
@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from gptfl_secure.synth import tiny_models  # noqa: E402
 from gptfl_secure.synth.image_diffusers import (  # noqa: E402
     DiffusersImageGenerator,
     draw_guidance_scales,
@@ -31,6 +30,8 @@ from gptfl_secure.synth.speech import (  # noqa: E402
     random_speaker_embedding,
     wave_to_features,
 )
+
+from . import tiny_models  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,7 +1,7 @@
 """Build tiny random-weight generative models and save them as ordinary pretrained folders.
 
 The real backends load models with ``from_pretrained`` from a hub id or a local folder. No
-weights can be downloaded here, so tests and offline demos build miniature models with the same
+weights can be downloaded here, so the tests build miniature models with the same
 architectures from small configs (the "dummy components" pattern of the diffusers and
 transformers test suites), save them with ``save_pretrained`` and hand the folder to the
 backends exactly as a user would pass a downloaded model. Their outputs are noise-like: they

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from gptfl_secure.synth import audio_features as af
+from gptfl_secure.learning import audio_features as af
 
 SR = 16000
 
