@@ -1,11 +1,12 @@
 """What distributed DP costs a federated run in accuracy: accuracy against ε for several noise
 levels and cohort sizes, and where on the default data the curve bends.
 
-Every run goes through the CLI's own path (``run.prepare_data``, ``run.start``,
-``run.run_rounds``, then ``run.final_metrics`` for ε), with ``--secagg off``: the plain sum of
-the encoded vectors is the same sum the masked sum gives, and only costs less time. The DP noise
-is drawn from each client's CSPRNG-seeded generator, so a DP run does not replay exactly; every
-cell below is one run (seed 0 for the partition, sampling, dropouts and local training).
+Every run goes through the CLI's own path (``pipeline.setup.prepare_data``, ``sim.run.start``,
+``sim.run.run_rounds``, then ``pipeline.outputs.final_metrics`` for ε), with ``--secagg off``: the
+plain sum of the encoded vectors is the same sum the masked sum gives, and only costs less time.
+The DP noise is drawn from each client's CSPRNG-seeded generator, so a DP run does not replay
+exactly; every cell below is one run (seed 0 for the partition, sampling, dropouts and local
+training).
 
 A. Noise multiplier on the default data (SimConfig defaults: digits, 50 clients with Dirichlet
    alpha 0.1, cohort 10, dropout 0.1, 30 rounds, 5 local epochs, --dp-clip 1, skellam,
@@ -66,10 +67,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptfl_secure.pipeline import rounds as rounds_mod
+from gptfl_secure.pipeline.codecs import make_dp_codec
+from gptfl_secure.pipeline.config import SimConfig
+from gptfl_secure.pipeline.outputs import final_metrics
+from gptfl_secure.pipeline.setup import Setup, new_optimizer, prepare_data
+from gptfl_secure.pipeline.state import RunState
 from gptfl_secure.privacy.accounting import noise_multiplier_for_epsilon
-from gptfl_secure.sim import rounds as rounds_mod
 from gptfl_secure.sim import run as run_mod
-from gptfl_secure.sim.config import SimConfig
 
 WITHIN = 0.05  # part C: "within 5 points of the run without DP"
 DELTA = 1e-5
@@ -120,8 +125,8 @@ class Outcome:
     dim: int = 0
 
 
-_SETUPS: dict[tuple, run_mod.Setup] = {}
-_STARTS: dict[tuple, run_mod.RunState] = {}
+_SETUPS: dict[tuple, Setup] = {}
+_STARTS: dict[tuple, RunState] = {}
 _NORMS: list[float] = []
 
 
@@ -140,20 +145,20 @@ def init_worker() -> None:
     rounds_mod.train_locally = recording
 
 
-def initial_state(config: SimConfig) -> tuple[run_mod.Setup, run_mod.RunState]:
+def initial_state(config: SimConfig) -> tuple[Setup, RunState]:
     """``prepare_data`` and ``start`` once per worker for each partition and init: they do not
     depend on the rounds, the cohort or the DP settings (start's pretraining takes seconds)."""
     data_key = (config.dataset, config.clients, config.alpha, config.min_client_size,
                 config.test_fraction, config.seed)
     if data_key not in _SETUPS:
-        _SETUPS[data_key] = run_mod.prepare_data(config)
+        _SETUPS[data_key] = prepare_data(config)
     setup = _SETUPS[data_key]
     start_key = (*data_key, config.init, config.secagg, config.dropout)
     if start_key not in _STARTS:
         _STARTS[start_key] = run_mod.start(config, setup, discard)
     base = _STARTS[start_key]
     state = replace(base, config=config, global_vector=base.global_vector.copy(),
-                    optimizer_state=run_mod.new_optimizer(config).state_dict(), rounds=[],
+                    optimizer_state=new_optimizer(config).state_dict(), rounds=[],
                     transcript=list(base.transcript))
     return setup, state
 
@@ -161,7 +166,7 @@ def initial_state(config: SimConfig) -> tuple[run_mod.Setup, run_mod.RunState]:
 def noise_for_epsilon(config: SimConfig, dim: int, target: float) -> float:
     """z with ε(rounds) = target for ``config`` (skellam: the codec's scaled clip and Δ2 do not
     depend on z), from the same accountant parameters ``DistributedDPCodec.accountant`` uses."""
-    codec = run_mod.make_dp_codec(replace(config, dp_noise_multiplier=1.0), dim)
+    codec = make_dp_codec(replace(config, dp_noise_multiplier=1.0), dim)
     assert codec is not None and config.dp_mechanism == "skellam"
     return noise_multiplier_for_epsilon(
         target, config.rounds, config.dp_delta, mechanism=config.dp_mechanism,
@@ -188,7 +193,7 @@ def run_job(job: Job) -> Outcome:
             run_mod.run_rounds(state, setup, Path(tmp), discard, progress=False)
         except ValueError as exc:  # run_rounds appends each finished round to state.rounds
             diverged = f"round {len(state.rounds) + 1}: ValueError: {exc}"
-    metrics = run_mod.final_metrics(state)
+    metrics = final_metrics(state)
     privacy = metrics["privacy"]
     return Outcome(job, config.dp_noise_multiplier,
                    [r["test_accuracy"] for r in state.rounds],

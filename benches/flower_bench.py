@@ -48,16 +48,11 @@ def base_config(rounds: int, out: Path) -> dict:
 def in_process(cfg: dict) -> dict:
     from gptfl_secure.flower.options import parse_run_config
     from gptfl_secure.learning.local import LocalTrainingConfig
-    from gptfl_secure.sim.aggregation import make_aggregator
+    from gptfl_secure.pipeline.aggregation import make_aggregator
+    from gptfl_secure.pipeline.codecs import make_update_codec
+    from gptfl_secure.pipeline.setup import limit_threads, new_model, new_optimizer, prepare_data
     from gptfl_secure.sim.rounds import RoundContext, run_round
-    from gptfl_secure.sim.run import (
-        limit_threads,
-        make_codec,
-        new_model,
-        new_optimizer,
-        prepare_data,
-        start,
-    )
+    from gptfl_secure.sim.run import start
 
     config, _ = parse_run_config(cfg)
     limit_threads(config.threads)
@@ -66,7 +61,7 @@ def in_process(cfg: dict) -> dict:
     ctx = RoundContext(
         train_parts=setup.parts, test=setup.test, global_model=new_model(config, setup.train),
         scratch_model=new_model(config, setup.train),
-        codec=make_codec(config, len(state.global_vector)),
+        codec=make_update_codec(config, len(state.global_vector)),
         local=LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
                                   config.momentum, config.weight_decay, config.prox_mu),
         aggregate=make_aggregator(config.secagg, 0.0), cohort=config.cohort, dropout=0.0,

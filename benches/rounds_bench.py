@@ -13,8 +13,9 @@ Three measurements, all in one run of this script:
    warm-up round (``full``) runs first. Each round's wall time, from the start of
    ``run_round`` to the round's ``on_round`` callback, is split into local training (the
    calls to ``train_locally``, timed by a wrapper the bench installs around it), aggregation
-   (the round record's ``secagg_seconds``), evaluation on the test split (``_accuracy``,
-   wrapped likewise) and the rest (encoding, decoding, the server step, the checkpoint).
+   (the round record's ``secagg_seconds``), evaluation on the test split
+   (``pipeline.rounds.accuracy``, wrapped likewise) and the rest (encoding, decoding, the
+   server step, the checkpoint).
    Goal: full / off and plus / off <= 1.2x per round.
 2. Upload bytes per client against a float32 plaintext (4d bytes) at d = 1,000,000 and
    n = 100 (``--quick``: d = 100,000): an ``UpdateCodec(d, clip=1.0, cohort=100)`` encodes 100
@@ -65,15 +66,17 @@ import torch
 
 from gptfl_secure.learning.local import model_to_vector
 from gptfl_secure.learning.quantize import UpdateCodec
+from gptfl_secure.pipeline import rounds as rounds_mod
+from gptfl_secure.pipeline.codecs import make_codec
+from gptfl_secure.pipeline.config import SimConfig
+from gptfl_secure.pipeline.setup import Setup, new_model, prepare_data
 from gptfl_secure.protocols import (
     STEPS,
     SecAggConfig,
     choose_secagg_plus_params,
     run_masked_sum,
 )
-from gptfl_secure.sim import rounds as rounds_mod
 from gptfl_secure.sim import run as run_mod
-from gptfl_secure.sim.config import SimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("full", "plus", "off")
@@ -119,7 +122,8 @@ def timed(fn: Callable, add: Callable[[float], None]) -> Callable:
 
 
 class Instrumented:
-    """Wraps ``rounds.train_locally``, ``rounds._accuracy`` and ``run.run_round`` while active."""
+    """Wraps ``pipeline.rounds.train_locally``, ``pipeline.rounds.accuracy`` and
+    ``sim.run.run_round`` while active."""
 
     def __init__(self, timers: Timers) -> None:
         self.timers = timers
@@ -145,7 +149,7 @@ class Instrumented:
             return run_round(*args, **kwargs)
 
         self._patch(rounds_mod, "train_locally", timed(rounds_mod.train_locally, add_train))
-        self._patch(rounds_mod, "_accuracy", timed(rounds_mod._accuracy, add_eval))
+        self._patch(rounds_mod, "accuracy", timed(rounds_mod.accuracy, add_eval))
         self._patch(run_mod, "run_round", start_round)
         return self
 
@@ -180,7 +184,7 @@ class Player:
     with the stored configuration's round count raised by one each call (what ``--resume``
     does), so that the modes can be interleaved round by round."""
 
-    def __init__(self, config: SimConfig, setup: run_mod.Setup, out: Path) -> None:
+    def __init__(self, config: SimConfig, setup: Setup, out: Path) -> None:
         self.setup, self.out, self.timers = setup, out, Timers()
         t0 = time.perf_counter()
         self.state = run_mod.start(replace(config, rounds=1), setup, discard)
@@ -217,8 +221,8 @@ def stats_cell(xs: list[float]) -> str:
 def bench_rounds(num_rounds: int) -> None:
     print(f"## 1. Round time: secagg full / plus / off, {num_rounds} rounds each\n")
     base = SimConfig(rounds=num_rounds, init="random")
-    setup = run_mod.prepare_data(base)
-    codec = run_mod.make_codec(base, len(model_to_vector(run_mod.new_model(base, setup.train))))
+    setup = prepare_data(base)
+    codec = make_codec(base, len(model_to_vector(new_model(base, setup.train))))
     k, t = choose_secagg_plus_params(base.cohort, base.dropout, 0.1)
     plus_note = (f"k={k} >= cohort-1={base.cohort - 1}: 'plus' falls back to the complete "
                  f"graph, the same protocol as 'full'" if k >= base.cohort - 1
@@ -260,7 +264,7 @@ def blas_threads(limit: int | None) -> Iterator[None]:
         yield
 
 
-def rounds_pass(base: SimConfig, setup: run_mod.Setup, num_rounds: int) -> None:
+def rounds_pass(base: SimConfig, setup: Setup, num_rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rounds_bench_") as tmp:
         warm = Player(base, setup, Path(tmp) / "warmup")
         warm.play_round()

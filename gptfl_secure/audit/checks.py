@@ -29,9 +29,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..protocols import crypto
 from ..protocols import messages as m
-from ..protocols.config import STEPS
+from ..protocols.config import STEPS, Step
+from ..protocols.derivation import share_commitment
 from .transcript import Transcript
 from .uniformity import assess
 
@@ -168,7 +168,7 @@ def check_thresholds(t: Transcript, **_) -> CheckResult:
 
 def _reconstruction_shortfalls(t: Transcript, thr: int) -> list[str]:
     """The reconstruction rule's failures: secrets of which fewer than t holders sent UNMASK."""
-    u2, u3, u5 = (t.senders(s) for s in ("share_keys", "masked_input", "unmasking"))
+    u2, u3, u5 = (t.senders(s) for s in (Step.SHARE_KEYS, Step.MASKED_INPUT, Step.UNMASKING))
     out = []
     if u5:
         for owner in sorted(u2):
@@ -183,14 +183,14 @@ def _reconstruction_shortfalls(t: Transcript, thr: int) -> list[str]:
 _ABORTED_AT = re.compile(r"aborted at (\w+)")
 
 
-def _abort_findings(t: Transcript, end: str | None, thr: int) -> list[str]:
+def _abort_findings(t: Transcript, end: Step | None, thr: int) -> list[str]:
     """What makes an aborted record inconsistent with an honest server's abort."""
     out = []
     said = _ABORTED_AT.search(t.aborted or "")
     said_step = said.group(1) if said else None
     if said_step is not None and said_step not in STEPS:
         out.append(f"the abort reason names no round of the protocol: {t.aborted!r}")
-    where = end or "unmasking"
+    where = end or Step.UNMASKING
     if said_step in STEPS and said_step != where:
         out.append(f"the record says the session aborted at {said_step}, but "
                    + (f"{end} is the first round with fewer than t={thr} valid senders"
@@ -220,7 +220,7 @@ def check_survivors(t: Transcript, **_) -> CheckResult:
         extra = t.senders(step) - t.senders(prev)
         if extra:
             details.append(f"{step}: clients {sorted(extra)} sent no valid {prev} message")
-    u3, included = t.senders("masked_input"), t.record.included
+    u3, included = t.senders(Step.MASKED_INPUT), t.record.included
     if t.aborted and included:
         details.append(f"included {sorted(included)} in a session that aborted (it sums "
                        "nobody)")
@@ -238,9 +238,9 @@ def check_consistency(t: Transcript, **_) -> CheckResult:
     Proves: every client that passed the consistency round was shown the same survivor list, the
     true one; so none was told a peer dropped while another was told it survived. Cannot tell
     what clients that did not sign were shown."""
-    u3 = t.senders("masked_input")
+    u3 = t.senders(Step.MASKED_INPUT)
     want = m.survivors_digest(m.ids_body(u3))
-    signed = t.valid.get("consistency_check", {})
+    signed = t.valid.get(Step.CONSISTENCY_CHECK, {})
     by_digest: dict[bytes, list[int]] = {}
     for c, msg in signed.items():
         by_digest.setdefault(msg.body, []).append(c)
@@ -267,9 +267,9 @@ def check_shares(t: Transcript, **_) -> CheckResult:
 
     Proves: the server received no pair (b_v, mask key of v) shares from which it could unmask
     v's input alone. Cannot see shares the server obtained outside the record."""
-    u2, u3 = t.senders("share_keys"), t.senders("masked_input")
+    u2, u3 = t.senders(Step.SHARE_KEYS), t.senders(Step.MASKED_INPUT)
     commits = {}
-    for msg in t.authentic("share_keys"):
+    for msg in t.authentic(Step.SHARE_KEYS):
         for holder, e in msg.body.items():
             commits[(msg.header.sender, holder)] = {SELF: e.commit_self_mask,
                                                     MASK: e.commit_mask_key}
@@ -277,7 +277,7 @@ def check_shares(t: Transcript, **_) -> CheckResult:
     revealed: dict[int, dict[m.ShareKind, set[int]]] = {}  # owner -> kind -> holders
     by_holder: dict[int, dict[int, set[m.ShareKind]]] = {}
     count = 0
-    for msg in t.authentic("unmasking"):
+    for msg in t.authentic(Step.UNMASKING):
         holder = msg.header.sender
         if set(msg.body) != t.groups[holder] & u2:
             details.append(f"client {holder} revealed shares of {sorted(msg.body)}, not of its "
@@ -287,11 +287,10 @@ def check_shares(t: Transcript, **_) -> CheckResult:
             revealed.setdefault(owner, {}).setdefault(kind, set()).add(holder)
             by_holder.setdefault(holder, {}).setdefault(owner, set()).add(kind)
             commit = commits.get((owner, holder))
-            purpose = b"self-mask" if kind is SELF else b"mask-key"
             if commit is None:
                 details.append(f"client {holder} revealed a share of {owner}, which sent it none")
-            elif crypto.commitment(purpose, t.record.session_id, owner, holder,
-                                   share) != commit[kind]:
+            elif share_commitment(kind, t.record.session_id, owner, holder,
+                                  share) != commit[kind]:
                 details.append(f"client {holder}'s {kind.name} share of {owner} does not open "
                                "its owner's commitment")
     for holder, owners in sorted(by_holder.items()):
@@ -319,7 +318,7 @@ def check_uniformity(t: Transcript, *, alpha: float = 1e-3, **_) -> CheckResult:
     """Each valid masked input looks uniform over Z_q (chi-square on the top bits, KS; Fisher
     across clients; Bonferroni at ``alpha``): see :mod:`.uniformity` for what it can and cannot
     prove."""
-    vectors = {c: msg.body for c, msg in t.valid.get("masked_input", {}).items()}
+    vectors = {c: msg.body for c, msg in t.valid.get(Step.MASKED_INPUT, {}).items()}
     if not vectors:
         return CheckResult("uniformity", True, "no masked input to test")
     u = assess(vectors, t.cfg.modulus, t.record.session_id, alpha)

@@ -40,17 +40,17 @@ from dataclasses import dataclass, field
 
 from ..protocols import crypto, shamir
 from ..protocols import messages as m
-from ..protocols.config import STEPS, SecAggConfig
+from ..protocols.config import STEPS, SecAggConfig, Step
 from ..protocols.errors import MessageError
 from ..protocols.graph import neighbours, public_seed
 from ..protocols.recording import SessionRecord
 
-STEP_TYPES: dict[str, m.MsgType] = {
-    "advertise_keys": m.MsgType.ADVERTISE,
-    "share_keys": m.MsgType.SHARES,
-    "masked_input": m.MsgType.MASKED_INPUT,
-    "consistency_check": m.MsgType.CONSISTENCY,
-    "unmasking": m.MsgType.UNMASK,
+STEP_TYPES: dict[Step, m.MsgType] = {
+    Step.ADVERTISE_KEYS: m.MsgType.ADVERTISE,
+    Step.SHARE_KEYS: m.MsgType.SHARES,
+    Step.MASKED_INPUT: m.MsgType.MASKED_INPUT,
+    Step.CONSISTENCY_CHECK: m.MsgType.CONSISTENCY,
+    Step.UNMASKING: m.MsgType.UNMASK,
 }
 _HEADER = m._HEADER  # the wire header layout, documented in messages.py
 
@@ -67,7 +67,7 @@ class Message:
     """One recorded message and what the audit made of it."""
 
     index: int  # position in the transcript
-    step: str
+    step: Step
     sender: int  # the transport-level sender the server recorded
     data: bytes
     header: Header | None = None
@@ -86,8 +86,8 @@ class Transcript:
     record: SessionRecord
     messages: list[Message]
     groups: dict[int, frozenset[int]]  # every enrolled client's group, itself included
-    valid: dict[str, dict[int, Message]] = field(default_factory=dict)
-    duplicated: dict[str, frozenset[int]] = field(default_factory=dict)
+    valid: dict[Step, dict[int, Message]] = field(default_factory=dict)
+    duplicated: dict[Step, frozenset[int]] = field(default_factory=dict)
     digests: dict[int, bytes] = field(default_factory=dict)  # U1 -> its advertisement digest
     context: bytes = b""  # the session context every message after ADVERTISE is signed under
 
@@ -99,14 +99,14 @@ class Transcript:
     def cfg(self) -> SecAggConfig:
         return self.record.config
 
-    def senders(self, step: str) -> frozenset[int]:
+    def senders(self, step: Step) -> frozenset[int]:
         """The round's survivors: senders of one valid message at ``step``."""
         return frozenset(self.valid.get(step, {}))
 
     def problems(self, check: str) -> list[Message]:
         return [msg for msg in self.messages if msg.problem and msg.problem[0] == check]
 
-    def authentic(self, step: str) -> list[Message]:
+    def authentic(self, step: Step) -> list[Message]:
         """Every authentic message of ``step`` whose body parsed, dropped ones included."""
         return [msg for msg in self.messages
                 if msg.step == step and msg.authentic and msg.body is not None]
@@ -150,7 +150,7 @@ def _authenticate(msg: Message, record: SessionRecord, context: bytes) -> None:
         return
     try:
         m.open_signed(msg.data, expected, record.session_id, record.identity_keys,
-                      b"" if msg.step == "advertise_keys" else context)
+                      b"" if msg.step == Step.ADVERTISE_KEYS else context)
     except MessageError as exc:
         msg.problem = ("signatures", str(exc))
         return
@@ -160,28 +160,19 @@ def _authenticate(msg: Message, record: SessionRecord, context: bytes) -> None:
                                   f"{msg.sender}")
 
 
-def _is_low_order(public: bytes) -> bool:
-    """X25519 points of small order give an all-zero shared secret (the server refuses them)."""
-    try:
-        crypto.AgreementKey().agree(public)
-        return False
-    except ValueError:
-        return True
-
-
 def _parse_body(msg: Message, t: Transcript) -> None:
     cfg = t.cfg
     env = m.open_envelope(msg.data, STEP_TYPES[msg.step], t.record.session_id)
     owner = env.sender
     try:
-        if msg.step == "advertise_keys":
+        if msg.step == Step.ADVERTISE_KEYS:
             keys = m.read_advertise(env.body)
-            if any(_is_low_order(k) for k in keys):
+            if any(crypto.is_low_order(k) for k in keys):
                 raise MessageError("advertised a small-order X25519 key")
             msg.body = keys
-        elif msg.step == "share_keys":
+        elif msg.step == Step.SHARE_KEYS:
             _, entries = m.read_shares(env.body)
-            want = t.groups[owner] & t.senders("advertise_keys")
+            want = t.groups[owner] & t.senders(Step.ADVERTISE_KEYS)
             if set(entries) != want:
                 raise MessageError(f"addressed to {sorted(entries)}, not to the sender's group "
                                    f"in U1 {sorted(want)}")
@@ -189,10 +180,10 @@ def _parse_body(msg: Message, t: Transcript) -> None:
                 if (v == owner) != (e.ciphertext == b""):
                     raise MessageError("a ciphertext for each peer, none for the sender itself")
             msg.body = entries
-        elif msg.step == "masked_input":
+        elif msg.step == Step.MASKED_INPUT:
             msg.body = m.read_vector(env.body, cfg.vector_length, cfg.modulus,
                                      cfg.element_bytes)
-        elif msg.step == "consistency_check":
+        elif msg.step == Step.CONSISTENCY_CHECK:
             if len(env.body) != len(m.survivors_digest(b"")):
                 raise MessageError(f"a {len(env.body)}-byte body, not a SHA-256 digest")
             msg.body = bytes(env.body)
@@ -225,7 +216,7 @@ def parse(record: SessionRecord) -> Transcript:
                 _parse_body(msg, t)
         t.valid[step] = {msg.sender: msg for msg in at_step
                          if msg.problem is None and msg.sender not in t.duplicated[step]}
-        if step == "advertise_keys":  # as SecAggServer.advertise_keys derives it
+        if step == Step.ADVERTISE_KEYS:  # as SecAggServer.advertise_keys derives it
             t.digests = {c: m.advert_digest(msg.data)
                          for c, msg in sorted(t.valid[step].items())}
             t.context = m.session_context(record.session_id, t.digests)

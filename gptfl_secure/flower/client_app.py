@@ -9,7 +9,8 @@ each virtual node); its client id in every session is N. Handlers:
   deployments enroll identity keys out of band instead: a server that hands out the key list can
   otherwise impersonate clients to each other.
 * ``train``: train on the partition from the global model, encode the update with the run's
-  :class:`UpdateCodec` (same seeds as the in-process sim), keep the contribution in
+  update codec (:func:`~gptfl_secure.pipeline.codecs.make_update_codec`; same seeds as the
+  in-process sim), keep the contribution in
   ``Context.state`` until the round's session sums it. Nothing about it leaves the node.
 * ``query.secagg``: one protocol step. The reply carries the bytes ``SecAggClient`` produced. A
   protocol violation aborts the client for the session: it answers ``abort`` and reveals nothing.
@@ -37,8 +38,10 @@ A :class:`~gptfl_secure.protocols.policy.SessionLedger` of the session ids start
 a changed pinned key, a reused id) makes the node answer ``abort`` with the reason, before any key
 is made.
 
-State between steps (:mod:`.client_state`) lives in ``Context.state`` only, in memory, and is
-deleted when the session ends.
+State between steps (``SecAggClient.export_state``, whose schema
+:mod:`gptfl_secure.protocols.client_state` declares and checks) lives in ``Context.state`` only,
+in memory, and is deleted when the session ends; the identity key is not in it (it is restored
+from the node's own identity).
 """
 
 from __future__ import annotations
@@ -53,13 +56,12 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..protocols import STEPS, IdentityKey, ProtocolViolation, SecAggClient
+from ..protocols import STEPS, IdentityKey, ProtocolViolation, SecAggClient, Step
 from ..protocols.policy import ClientPolicy, PolicyViolation, SessionLedger
 from . import wire
-from .client_state import dump_client, load_client
 
 if TYPE_CHECKING:  # importing the run config imports torch: only the steps that need it do
-    from ..sim.config import SimConfig
+    from ..pipeline.config import SimConfig
 
 Config = Callable[[], "SimConfig"]
 
@@ -205,7 +207,7 @@ def _ledger(context: Context) -> SessionLedger:
     return SessionLedger.of(bytes.fromhex(k) for k in _record(context, LEDGER))
 
 
-def _request(message: Message) -> tuple[ConfigRecord, bytes, str]:
+def _request(message: Message) -> tuple[ConfigRecord, bytes, Step]:
     """(record, session id, step) of a ``query.secagg`` message, type-checked."""
     rec = message.content[wire.RECORD] if wire.RECORD in message.content else None
     if not isinstance(rec, ConfigRecord):
@@ -213,6 +215,7 @@ def _request(message: Message) -> tuple[ConfigRecord, bytes, str]:
     session, step = rec.get("session"), rec.get("step")
     if step not in STEPS:
         raise ProtocolViolation(STEPS[0], "server", f"unknown step {str(step)[:40]!r}")
+    step = Step(step)
     if not isinstance(session, bytes) or len(session) != SESSION_ID_BYTES:
         raise ProtocolViolation(step, "server", f"the session id must be {SESSION_ID_BYTES} "
                                 "bytes")
@@ -226,7 +229,7 @@ def _request(message: Message) -> tuple[ConfigRecord, bytes, str]:
 
 @functools.lru_cache(maxsize=2)
 def _partition(config: SimConfig, pid: int):
-    from ..sim.run import prepare_data
+    from ..pipeline.setup import prepare_data
 
     setup = prepare_data(config)
     if not 0 <= pid < len(setup.parts):
@@ -236,7 +239,7 @@ def _partition(config: SimConfig, pid: int):
 
 @functools.lru_cache(maxsize=2)
 def _models(config: SimConfig, pid: int):
-    from ..sim.run import limit_threads, new_model
+    from ..pipeline.setup import limit_threads, new_model
 
     limit_threads(config.threads)
     return new_model(config, _partition(config, pid))
@@ -247,19 +250,18 @@ def _reply(message: Message, **values) -> Message:
 
 
 def contribution(config: SimConfig, pid: int, r: int, global_vector: np.ndarray) -> np.ndarray:
-    """Client ``pid``'s encoded update for round ``r``, exactly as the sim's ``run_round``
-    computes it (same training seed, same stochastic-rounding stream)."""
-    from ..learning.local import LocalTrainingConfig, train_locally
-    from ..sim.run import make_codec
-    from ..sim.seeds import rounding_rng, training_seed
+    """Client ``pid``'s encoded update for round ``r``, exactly as the in-process round
+    computes it: the pipeline's :func:`~gptfl_secure.pipeline.rounds.train_client` and update
+    codec (same training seed, same stochastic-rounding stream)."""
+    from ..pipeline.codecs import CodecRound, make_update_codec
+    from ..pipeline.rounds import plain_local_training, train_client
+    from ..pipeline.setup import local_training
 
     data = _partition(config, pid)
-    local = LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
-                                config.momentum, config.weight_decay, config.prox_mu)
-    delta = train_locally(_models(config, pid), global_vector, data, local,
-                          seed=training_seed(config.seed, r, pid))
-    codec = make_codec(config, len(global_vector))
-    return codec.encode(delta, len(data), rounding_rng(config.seed, r, pid))
+    at = CodecRound(config.seed, r, pid)
+    delta = train_client(plain_local_training, _models(config, pid), global_vector, data,
+                         local_training(config), at)
+    return make_update_codec(config, len(global_vector)).encode(delta, len(data), at)
 
 
 def label_sketch(config: SimConfig, pid: int, capacity: int, seed: int) -> np.ndarray:
@@ -293,7 +295,7 @@ def _input_for(get_config: Config, context: Context, header: wire.SessionHeader,
     inputs = _record(context, INPUTS)
     key = f"round-{header.round}"
     if key not in inputs:
-        raise ProtocolViolation("masked_input", "server", f"no contribution trained for round "
+        raise ProtocolViolation(Step.MASKED_INPUT, "server", f"no contribution trained for round "
                                 f"{header.round}")
     vector = np.frombuffer(bytes(inputs[key]), dtype=np.uint64).copy()
     del inputs[key]
@@ -320,16 +322,17 @@ def secagg(message: Message, context: Context, get_config: Config) -> Message:
             _record(context, LEDGER)[key] = True
             _pin(context, header.identity_keys)
             sessions[key + ":header"] = bytes(rec["header"])
-            args: tuple = ()
+            payload = None
         else:
             if key not in sessions:
                 raise ProtocolViolation(step, "server", "no such session on this node")
-            client = load_client(bytes(sessions[key]))
-            args = (bytes(rec["payload"]),)
-        if step == "masked_input":
+            client = SecAggClient.restore_state(bytes(sessions[key]), identity(context))
+            payload = bytes(rec["payload"])
+        x = None
+        if step is Step.MASKED_INPUT:
             header = wire.SessionHeader.from_bytes(bytes(sessions[key + ":header"]))
-            args += (_input_for(get_config, context, header, pid),)
-        out = getattr(client, step)(*args)
+            x = _input_for(get_config, context, header, pid)
+        out = client.respond(step, payload, x)
     except (ProtocolViolation, ValueError) as exc:
         if key is not None:
             _forget(sessions, key)
@@ -337,7 +340,7 @@ def secagg(message: Message, context: Context, get_config: Config) -> Message:
     if step == STEPS[-1]:
         _forget(sessions, key)
     else:
-        sessions[key] = dump_client(client)
+        sessions[key] = client.export_state()
     return _reply(message, payload=out, seconds=time.perf_counter() - start)
 
 

@@ -1,5 +1,5 @@
 """The run configuration of the Flower app: the keys of ``python -m gptfl_secure.sim``
-(:class:`~gptfl_secure.sim.config.SimConfig`) plus a few that only a distributed run needs.
+(:class:`~gptfl_secure.pipeline.config.RunConfig`) plus a few that only a distributed run needs.
 
 Flower's run config is ``[tool.flwr.app.config]`` in the app's pyproject, overridable with
 ``flwr run --run-config 'key=value ...'``. TOML has no null, and ``--run-config`` only accepts keys
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from ..sim.config import ConfigError, SimConfig
+from ..pipeline.config import ConfigError, SimConfig
 
 SIM_KEYS = frozenset(f.name for f in fields(SimConfig))
 UNSET = ""

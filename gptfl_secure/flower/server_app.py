@@ -23,7 +23,7 @@ and size-checked before use (:func:`read_enroll`, :func:`read_step_reply`, :func
 malformed reply makes its node a dropout for that session, with the reason logged and kept in the
 session's ``server_rejected``; it never raises out of the run. A session that aborts skips its
 round; label discovery retries with a fresh session and stops the run with
-:class:`~gptfl_secure.sim.label_discovery.LabelDiscoveryFailed` if every attempt aborts.
+:class:`~gptfl_secure.pipeline.discovery.LabelDiscoveryFailed` if every attempt aborts.
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from ..pipeline.aggregation import AggregateResult, SecureAggregator, plain_sum
+from ..pipeline.config import SimConfig
 from ..protocols import STEPS, SecAggAbort, SecAggConfig, SecAggServer
+from ..protocols.config import Step
 from ..protocols.crypto import KEY_BYTES
 from ..protocols.runner import MaskedSumResult, SessionStats, session_id_for
 from ..protocols.server import max_message_bytes
-from ..sim.aggregation import AggregateResult, SecureAggregator, plain_sum
-from ..sim.config import SimConfig
 from . import wire
 from .options import FlowerOptions, parse_run_config
 
@@ -233,54 +234,46 @@ def masked_sum(transport: FlowerTransport, name: str, header: wire.SessionHeader
     :func:`run_masked_sum`, with ``abort.partial`` the session's record up to the abort. The
     result carries the session id, identity keys and config, so it can be recorded
     (``record-transcript``)."""
+    from ..protocols.session import run_session
+
     session_id = session_id_for(None)
     server = SecAggServer(header.cfg, header.identity_keys, session_id)
     stats = SessionStats()
     header_bytes = header.to_bytes()
-    outgoing: Mapping[int, bytes] | None = None
     malformed: dict[int, str] = {}
-    try:
-        for step in STEPS:
-            recipients = sorted(speakers) if outgoing is None else sorted(outgoing)
-            contents = {}
-            for cid in recipients:
-                rec = {"session": session_id, "step": step,
-                       "payload": b"" if outgoing is None else outgoing[cid]}
-                if outgoing is None:
-                    rec["header"] = header_bytes
-                contents[cid] = RecordDict({wire.RECORD: ConfigRecord(rec)})
-            replies = transport.exchange(wire.SECAGG, contents, timeout, f"{name}/{step}")
-            got = {}
-            for cid, rec in sorted(replies.items()):
-                try:
-                    payload, abort, seconds = read_step_reply(rec, header.cfg, step)
-                except MalformedReply as exc:
-                    malformed[cid] = f"{step}: malformed reply ({exc})"
-                    transport.log(f"      {name}/{step}: client {cid} sent a malformed reply "
-                                  f"({exc}): dropout")
-                    continue
-                stats.client_seconds[step][cid] = seconds
-                if abort is not None:
-                    stats.client_aborts[cid] = abort
-                    transport.log(f"      {name}/{step}: client {cid} aborted: {abort}")
-                    continue
-                got[cid] = payload
-                stats.client_upload_bytes[step][cid] = len(payload)
-            start = time.perf_counter()
-            outgoing = getattr(server, step)(got)
-            stats.server_seconds[step] = time.perf_counter() - start
-            if step != "unmasking":
-                stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
-    except SecAggAbort as abort:
-        stats.server_rejected.update(server.rejected)
-        stats.server_rejected.update(malformed)
-        abort.partial = MaskedSumResult.aborted(abort, server, stats, header.identity_keys)
-        raise
+
+    def exchange(step, outgoing: Mapping[int, bytes] | None) -> dict[int, bytes]:
+        recipients = sorted(speakers) if outgoing is None else sorted(outgoing)
+        contents = {}
+        for cid in recipients:
+            rec = {"session": session_id, "step": step.value,
+                   "payload": b"" if outgoing is None else outgoing[cid]}
+            if step is STEPS[0]:  # the first step carries the session header (client_app)
+                rec["header"] = header_bytes
+            contents[cid] = RecordDict({wire.RECORD: ConfigRecord(rec)})
+        replies = transport.exchange(wire.SECAGG, contents, timeout, f"{name}/{step}")
+        got = {}
+        for cid, rec in sorted(replies.items()):
+            try:
+                payload, abort, seconds = read_step_reply(rec, header.cfg, step)
+            except MalformedReply as exc:
+                malformed[cid] = f"{step}: malformed reply ({exc})"
+                transport.log(f"      {name}/{step}: client {cid} sent a malformed reply "
+                              f"({exc}): dropout")
+                continue
+            stats.client_seconds[step][cid] = seconds
+            if abort is not None:
+                stats.client_aborts[cid] = abort
+                transport.log(f"      {name}/{step}: client {cid} aborted: {abort}")
+                continue
+            got[cid] = payload
+            stats.client_upload_bytes[step][cid] = len(payload)
+        return got
+
+    try:  # the protocol's own session driver, as run_masked_sum: a complete result or abort
+        result: MaskedSumResult = run_session(server, header.identity_keys, exchange, stats)
     finally:
-        stats.server_rejected.update(server.rejected)
         stats.server_rejected.update(malformed)
-    result = MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats,
-                             session_id, dict(header.identity_keys), header.cfg)
     return AggregateResult(result.total, result.included, result)
 
 
@@ -298,7 +291,7 @@ def plain_exchange(transport: FlowerTransport, name: str, header: wire.SessionHe
             transport.log(f"      {name}/plain: client {cid} sent a malformed reply ({exc}): "
                           "dropout")
     if not vectors:
-        raise SecAggAbort("masked_input", 0, 1)
+        raise SecAggAbort(Step.MASKED_INPUT, 0, 1)
     return plain_sum(vectors, header.cfg.modulus)
 
 
@@ -320,12 +313,13 @@ def aggregate(transport: FlowerTransport, config: SimConfig, name: str,
 
 def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, bytes],
              options: FlowerOptions, log: Log, recorder=None):
-    """GPT-FL step 1 over Flower: the loop of
-    :func:`gptfl_secure.sim.label_discovery.discover_labels` (one retry at double capacity when
+    """GPT-FL step 1 over Flower: the pipeline's label-discovery loop
+    (:func:`gptfl_secure.pipeline.discovery.discover_over`: one retry at double capacity when
     the sketch does not decode; a fresh session after an aborted one, up to
-    ``ABORT_RETRIES``; :class:`LabelDiscoveryFailed` when every attempt aborts)."""
+    ``ABORT_RETRIES``; :class:`LabelDiscoveryFailed` when every attempt aborts), each attempt
+    one protocol session over the enrolled nodes."""
     from ..iblt import IbltParams
-    from ..sim.label_discovery import discover_with
+    from ..pipeline.discovery import discover_over
 
     log(f"[1/3] label discovery: {len(keys)} nodes encode their label names into IBLT "
         f"sketches, summed with secagg={config.secagg}")
@@ -338,35 +332,25 @@ def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, b
 
     if recorder is not None:  # lists (and with record-transcript, records) every session
         sum_sketches = recorder.wrap(sum_sketches)
-
-    found = discover_with(sum_sketches, IbltParams(capacity=config.label_capacity,
-                                                   seed=config.seed), log=log)
-    log(f"      participants: {found.participants}; labels (complete="
-        f"{found.complete}): {json.dumps(found.counts)}")
-    return found
+    return discover_over(config, sum_sketches, log)
 
 
 def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
-    """The whole run; returns metrics.json's content."""
-    from ..learning.local import evaluate, model_to_vector, vector_to_model
-    from ..learning.partition import sample_clients
-    from ..sim import report
-    from ..sim.rounds import RoundRecord
-    from ..sim.run import (
-        RunState,
-        SessionRecorder,
+    """The whole run; returns metrics.json's content. The stages are the pipeline's
+    (:mod:`gptfl_secure.pipeline`); this driver adds enrolment, the ``train`` exchange and the
+    protocol sessions over Flower messages."""
+    from ..pipeline.codecs import make_update_codec
+    from ..pipeline.outputs import SessionRecorder, write_json, write_outputs
+    from ..pipeline.pretraining import initial_state
+    from ..pipeline.rounds import accuracy, close_round, plan_round, record_round, skip_round
+    from ..pipeline.setup import (
         check_buildable,
         limit_threads,
-        make_codec,
         new_model,
         new_optimizer,
         prepare_data,
-        pretrain_on_synthetic,
-        record_transcript,
-        save_checkpoint,
-        write_outputs,
     )
-    from ..sim.seeds import sampling_rng
+    from ..pipeline.state import save_checkpoint
 
     config, options = parse_run_config(dict(run_config))
     limit_threads(config.threads)
@@ -397,34 +381,23 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         log(f"stopping: {exc}")
         raise
     keep("labels", found.session)
-    log(f"[2/3] initial model: {config.init} {config.effective_model}")
-    model = new_model(config, setup.train)
-    pretrain_report = None
-    if config.init == "synthetic":
-        model, pretrain_report = pretrain_on_synthetic(config, setup, found.counts, log, out=out)
-    state = RunState(config=config, label_discovery=found.to_json(), pretrain=pretrain_report,
-                     global_vector=model_to_vector(model),
-                     optimizer_state=new_optimizer(config).state_dict(),
-                     transcript=[{**report.summarize_session("label_discovery", found.session),
-                                  "sessions": recorder.sessions}])
+    state = initial_state(config, setup, found, recorder.sessions, log, out=out)
     save_checkpoint(out, state)
 
-    codec = make_codec(config, len(state.global_vector))
+    codec = make_update_codec(config, len(state.global_vector))
     optimizer = new_optimizer(config)
     eval_model = new_model(config, setup.train)
 
-    def accuracy(vector: np.ndarray) -> float:
-        vector_to_model(eval_model, vector)
-        return evaluate(eval_model, setup.test)
+    def evaluate(vector: np.ndarray) -> float:
+        return accuracy(eval_model, setup.test, vector)
 
     log(f"[3/3] federated rounds: {config.rounds} x {config.cohort} of {config.clients} clients, "
         f"{config.strategy}, secagg={config.secagg}, {codec.modulus_bits}-bit ring, model of "
         f"{codec.dim} coordinates")
     for r in range(1, config.rounds + 1):
         sums[f"round{r}_global_in"] = state.global_vector.copy()
-        sampled = [int(c) for c in sample_clients(config.clients, config.cohort,
-                                                  sampling_rng(config.seed, r))]
-        cohort = {c: keys[c] for c in sampled if c in keys}
+        plan = plan_round(r, clients=config.clients, cohort=config.cohort, seed=config.seed)
+        cohort = {c: keys[c] for c in plan.sampled if c in keys}
         model_record = ArrayRecord({"global": Array(state.global_vector.astype(np.float32))})
         contents = {c: RecordDict({wire.MODEL: model_record,
                                    wire.RECORD: ConfigRecord({"round": r})}) for c in cohort}
@@ -442,49 +415,32 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
         start = time.perf_counter()
         try:
             if not cohort:
-                raise SecAggAbort("advertise_keys", 0, 1)
+                raise SecAggAbort(Step.ADVERTISE_KEYS, 0, 1)
             session = aggregate(transport, config, f"round{r}", cohort, set(trained),
                                 codec.vector_length, codec.modulus, options.step_timeout,
                                 purpose=wire.PURPOSE_ROUND, round=r)
         except SecAggAbort as abort:
-            record = RoundRecord(r, accuracy(state.global_vector), len(sampled), 0, 0,
-                                 time.perf_counter() - start, None, skipped=True,
-                                 skip_reason=str(abort))
+            outcome = skip_round(plan, abort, time.perf_counter() - start, state.global_vector,
+                                 evaluate)
             log(f"      round {r} skipped: {abort}")
-            session, partial = None, abort.partial
         else:
-            partial = None
             seconds = time.perf_counter() - start
             keep(f"round{r}", session)
-            decoded = codec.decode(session.total, len(session.included))
-            state.global_vector = optimizer.step(state.global_vector,
-                                                 decoded.mean_update()).astype(np.float32)
-            diversity = decoded.gradient_diversity()
-            record = RoundRecord(
-                round=r, test_accuracy=accuracy(state.global_vector),
-                clients_sampled=len(sampled), clients_included=len(session.included),
-                upload_bytes_per_client=session.upload_bytes_per_client(
-                    codec.vector_length, codec.modulus),
-                secagg_seconds=seconds,
-                gradient_diversity=None if np.isnan(diversity) else float(diversity))
-        state.optimizer_state = optimizer.state_dict()
-        state.rounds.append(record.to_json())
-        recorded = record_transcript(config, out, f"round-{r:04d}", session or partial)
-        state.transcript.append({**report.summarize_session(f"round {r}", session),
-                                 "sessions": [recorded] if recorded else []})
+            outcome = close_round(plan, session, seconds, state.global_vector, codec, optimizer,
+                                  evaluate)
+        record_round(state, outcome, optimizer, out)
         save_checkpoint(out, state)
+        record = outcome.record
         log(f"      round {r}: accuracy {record.test_accuracy:.4f}, included "
             f"{record.clients_included}/{record.clients_sampled}, train {train_seconds:.2f} s, "
             f"secagg {record.secagg_seconds:.2f} s")
     metrics = write_outputs(out, state)
     np.savez(out / "sums.npz", **sums)
-    report.write_json(out / "flower.json", {
+    write_json(out / "flower.json", {
         "nodes": {str(c): n for c, n in sorted(transport.nodes.items())},
         "exchanges": transport.step_seconds})
     log(f"wrote {out / 'metrics.json'}")
     return metrics
-
-
 
 
 def build_server_app(overrides: Mapping | None = None, log: Log = _print) -> ServerApp:

@@ -15,8 +15,17 @@ import numpy as np
 
 from . import crypto, shamir
 from . import messages as m
-from .config import STEPS, SecAggConfig
-from .errors import MessageError, ProtocolViolation
+from .client_state import ClientState, HeldState
+from .config import STEPS, Position, SecAggConfig, SessionEnd, Step
+from .derivation import (
+    pairwise_seed,
+    secret_commitment,
+    self_mask_seed,
+    share_associated_data,
+    share_commitment,
+    share_encryption_key,
+)
+from .errors import ClientStateError, MessageError, ProtocolViolation
 from .graph import neighbours_of, public_seed
 from .policy import ClientPolicy, SessionLedger
 from .ring import Ring
@@ -39,9 +48,20 @@ class HeldShares:
         self._mask_key: int | None = mask_key
         self.fate = PeerFate.PENDING
 
+    @classmethod
+    def restored(cls, saved: HeldState) -> HeldShares:
+        """The shares a saved state holds (checked by :meth:`ClientState.check`)."""
+        held = cls(saved.self_mask, saved.mask_key)
+        held.fate = PeerFate(saved.fate)
+        return held
+
+    def saved(self) -> HeldState:
+        return HeldState(self._self_mask, self._mask_key, self.fate.value)
+
     def settle(self, survived: bool) -> None:
         if self.fate is not PeerFate.PENDING:
-            raise ProtocolViolation("consistency_check", "server", "a peer's fate is decided once")
+            raise ProtocolViolation(Step.CONSISTENCY_CHECK, "server",
+                                    "a peer's fate is decided once")
         if survived:
             self.fate, self._mask_key = PeerFate.SURVIVED, None
         else:
@@ -53,32 +73,7 @@ class HeldShares:
             return m.ShareKind.SELF_MASK, self._self_mask
         if self.fate is PeerFate.DROPPED:
             return m.ShareKind.MASK_KEY, self._mask_key
-        raise ProtocolViolation("unmasking", "server", "peer's fate was never settled")
-
-
-def pairwise_seed(mask_key: crypto.AgreementKey, peer_public: bytes, session_id: bytes,
-                  u: int, v: int) -> bytes:
-    """PRG seed of the mask shared by u and v: HKDF of their X25519 secret, ordered pair."""
-    return crypto.hkdf(mask_key.agree(peer_public), b"pairwise-mask", session_id, min(u, v),
-                       max(u, v))
-
-
-def self_mask_seed(b: bytes, session_id: bytes, u: int) -> bytes:
-    return crypto.hkdf(b, b"self-mask", session_id, u)
-
-
-def share_encryption_key(shared_secret: bytes, session_id: bytes, sender: int,
-                         recipient: int) -> bytes:
-    """AEAD key for the one message ``sender`` -> ``recipient`` (direction-specific), from the
-    X25519 secret of their encryption keys."""
-    return crypto.hkdf(shared_secret, b"share-encryption", session_id, sender, recipient)
-
-
-def share_associated_data(session_id: bytes, sender: int, recipient: int,
-                          context: bytes = b"") -> bytes:
-    """AEAD associated data of a share ciphertext: session id, the session context (so that a
-    sender and a recipient shown different key lists cannot exchange shares), the two ids."""
-    return session_id + context + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
+        raise ProtocolViolation(Step.UNMASKING, "server", "peer's fate was never settled")
 
 
 class SecAggClient:
@@ -112,10 +107,10 @@ class SecAggClient:
             ledger.claim(session_id)
         self.cfg, self.id, self.session_id = cfg, client_id, session_id
         self._identity, self._identity_keys = identity, dict(identity_keys)
-        self._next = 0  # index into STEPS of the round this client may run next
-        self._aborted = False
+        self._position: Position = Step.ADVERTISE_KEYS  # the round this client may run next
         self._enc_key = crypto.AgreementKey()
         self._mask_key = crypto.AgreementKey()
+        self._own_advert = b""  # my ADVERTISE message, once sent
         self._advertised: dict[int, tuple[bytes, bytes]] = {}
         self._group: frozenset[int] = frozenset()
         self._shared: frozenset[int] = frozenset()  # my group members in U2
@@ -125,27 +120,74 @@ class SecAggClient:
         self._b: bytes | None = None
         self._context = b""  # the session context, known once the key list is verified
 
+    # ------------------------------------------------------------------ saved state
+    def export_state(self) -> bytes:
+        """This client's whole state, secrets included, as :mod:`.client_state` declares it (its
+        identity key excepted): keep the bytes in memory only."""
+        return ClientState(
+            config=self.cfg, client_id=self.id, session_id=self.session_id,
+            identity_keys=dict(self._identity_keys), position=self._position,
+            enc_key=self._enc_key.private_bytes(), mask_key=self._mask_key.private_bytes(),
+            own_advert=self._own_advert, advertised=dict(self._advertised), group=self._group,
+            shared=self._shared, held={v: h.saved() for v, h in self._held.items()},
+            enc_secrets=dict(self._enc_secrets), survivors=self._survivors, b=self._b,
+            context=self._context,
+        ).to_bytes()
+
+    @classmethod
+    def restore_state(cls, data: bytes, identity: crypto.IdentityKey) -> SecAggClient:
+        """The client :meth:`export_state` saved, at the same point of its session, with its
+        ``identity`` key. Raises :class:`ClientStateError` for bytes that are not a valid saved
+        state of this version, or an identity that is not the one enrolled in it."""
+        state = ClientState.from_bytes(data)
+        if state.identity_keys[state.client_id] != identity.public:
+            raise ClientStateError(f"client {state.client_id}: the identity key is not the one "
+                                   "enrolled in the saved state")
+        client = cls.__new__(cls)
+        client.cfg, client.id, client.session_id = state.config, state.client_id, state.session_id
+        client._identity, client._identity_keys = identity, dict(state.identity_keys)
+        client._position = state.position
+        client._enc_key = crypto.AgreementKey.from_private_bytes(state.enc_key)
+        client._mask_key = crypto.AgreementKey.from_private_bytes(state.mask_key)
+        client._own_advert = state.own_advert
+        client._advertised = dict(state.advertised)
+        client._group, client._shared = state.group, state.shared
+        client._held = {v: HeldShares.restored(h) for v, h in state.held.items()}
+        client._enc_secrets = dict(state.enc_secrets)
+        client._survivors = state.survivors
+        client._b = state.b
+        client._context = state.context
+        return client
+
     # ------------------------------------------------------------------ plumbing
-    def _enter(self, step: str) -> None:
-        if self._aborted:
+    @property
+    def position(self) -> Position:
+        """The round this client may run next, or how its session ended (after unmasking the
+        client forgets its secrets, so a finished session reads as aborted)."""
+        return self._position
+
+    def _enter(self, step: Step) -> None:
+        if self._position is SessionEnd.ABORTED:
             raise ProtocolViolation(step, "server", "this client has aborted the session")
-        expected = STEPS[self._next] if self._next < len(STEPS) else "nothing (session done)"
-        if step != expected:
+        expected = self._position
+        if expected is SessionEnd.DONE or step != expected:
             self._abort()
-            raise ProtocolViolation(step, "server", f"out of order: expected {expected}")
-        self._next += 1
+            what = "nothing (session done)" if expected is SessionEnd.DONE else expected
+            raise ProtocolViolation(step, "server", f"out of order: expected {what}")
+        i = STEPS.index(expected) + 1
+        self._position = STEPS[i] if i < len(STEPS) else SessionEnd.DONE
 
     def _abort(self) -> None:
-        self._aborted = True
+        self._position = SessionEnd.ABORTED
         self._held.clear()
         self._enc_secrets.clear()
         self._b = None
 
-    def _fail(self, step: str, peer: object, reason: str) -> ProtocolViolation:
+    def _fail(self, step: Step, peer: object, reason: str) -> ProtocolViolation:
         self._abort()
         return ProtocolViolation(step, peer, reason)
 
-    def _read_server(self, step: str, data: bytes, type_: m.MsgType, read, what: str):
+    def _read_server(self, step: Step, data: bytes, type_: m.MsgType, read, what: str):
         """Parse a server message with ``read``; any defect aborts this client."""
         try:
             return read(m.open_envelope(data, type_, self.session_id).body)
@@ -155,7 +197,7 @@ class SecAggClient:
     def _seal(self, type_: m.MsgType, body: bytes) -> bytes:
         return m.seal(type_, self.session_id, self.id, body, self._identity, self._context)
 
-    def _require(self, step: str, members: frozenset[int], what: str) -> None:
+    def _require(self, step: Step, members: frozenset[int], what: str) -> None:
         have = len(members & self._group)
         if have < self.cfg.threshold:
             t = self.cfg.threshold
@@ -164,7 +206,7 @@ class SecAggClient:
     # ------------------------------------------------------------------ rounds
     def advertise_keys(self) -> bytes:
         """Round 0: two fresh X25519 public keys, signed with the identity key."""
-        self._enter("advertise_keys")
+        self._enter(Step.ADVERTISE_KEYS)
         body = m.advertise_body(self._enc_key.public, self._mask_key.public)
         self._own_advert = self._seal(m.MsgType.ADVERTISE, body)
         return self._own_advert
@@ -173,7 +215,7 @@ class SecAggClient:
         """Round 1: from U1 derive my group, verify each group member's advertisement, then
         Shamir-share b_u and the mask key t-out-of-|group| and encrypt each share pair for its
         recipient (the server relays ciphertexts)."""
-        step = "share_keys"
+        step = Step.SHARE_KEYS
         self._enter(step)
         u1, digests, adverts = self._read_server(step, key_list, m.MsgType.KEY_LIST,
                                                  m.read_key_list, "key list")
@@ -214,8 +256,8 @@ class SecAggClient:
         entries = []
         for v, sb, sk in zip(members, b_shares, k_shares, strict=True):
             pb, pk = shamir.to_bytes(sb), shamir.to_bytes(sk)
-            commit_b = crypto.commitment(b"self-mask", self.session_id, self.id, v, pb)
-            commit_k = crypto.commitment(b"mask-key", self.session_id, self.id, v, pk)
+            commit_b = share_commitment(m.ShareKind.SELF_MASK, self.session_id, self.id, v, pb)
+            commit_k = share_commitment(m.ShareKind.MASK_KEY, self.session_id, self.id, v, pk)
             if v == self.id:
                 self._held[v] = HeldShares(sb, sk)
                 ciphertext = b""
@@ -225,17 +267,16 @@ class SecAggClient:
                 except ValueError as exc:
                     raise self._fail(step, v, "advertised an invalid X25519 key") from exc
                 key = share_encryption_key(self._enc_secrets[v], self.session_id, self.id, v)
-                ciphertext = crypto.seal(key, pb + pk, share_associated_data(
+                ciphertext = crypto.aead_encrypt(key, pb + pk, share_associated_data(
                     self.session_id, self.id, v, self._context))
             entries.append(m.ShareEntry(v, commit_b, commit_k, ciphertext))
-        secret_commitment = crypto.commitment(b"self-mask-seed", self.session_id, self.id,
-                                              self.id, self._b)
-        return self._seal(m.MsgType.SHARES, m.shares_body(secret_commitment, entries))
+        commitment = secret_commitment(self.session_id, self.id, self._b)
+        return self._seal(m.MsgType.SHARES, m.shares_body(commitment, entries))
 
     def masked_input(self, relay: bytes, x: np.ndarray) -> bytes:
         """Round 2: y_u = x_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv) mod q, over
         the group members that shared keys with me (U2)."""
-        step = "masked_input"
+        step = Step.MASKED_INPUT
         x = self._check_input(x)
         self._enter(step)
         ciphertexts = self._read_server(step, relay, m.MsgType.SHARE_RELAY, m.read_relay,
@@ -244,7 +285,7 @@ class SecAggClient:
             if v not in self._enc_secrets:  # exactly my group members in the U1 I was shown
                 raise self._fail(step, "server", f"relayed shares from {v}, not in my group in U1")
             key = share_encryption_key(self._enc_secrets[v], self.session_id, v, self.id)
-            plain = crypto.open_sealed(key, ciphertext, share_associated_data(
+            plain = crypto.aead_decrypt(key, ciphertext, share_associated_data(
                 self.session_id, v, self.id, self._context))
             if plain is None or len(plain) != 2 * shamir.SHARE_BYTES:
                 raise self._fail(step, v, "share ciphertext does not decrypt")
@@ -272,7 +313,7 @@ class SecAggClient:
 
     def consistency_check(self, survivors: bytes) -> bytes:
         """Round 3: check U3 and sign (session id, U3); each peer's fate is settled here."""
-        step = "consistency_check"
+        step = Step.CONSISTENCY_CHECK
         self._enter(step)
         u3 = self._read_server(step, survivors, m.MsgType.SURVIVORS, m.read_ids, "survivor list")
         if self.id not in u3:
@@ -288,7 +329,7 @@ class SecAggClient:
     def unmasking(self, signatures: bytes) -> bytes:
         """Round 4: verify >= t signatures on the same U3, then reveal exactly one share per
         peer: of b_v if v survived, of v's mask key if v dropped. Never both: the fate decides."""
-        step = "unmasking"
+        step = Step.UNMASKING
         self._enter(step)
         expected_body = m.survivors_digest(m.ids_body(self._survivors))
         signers: set[int] = set()
@@ -313,6 +354,23 @@ class SecAggClient:
         out = self._seal(m.MsgType.UNMASK, m.unmask_body(entries))
         self._abort()  # session over: forget every secret
         return out
+
+    def respond(self, step: Step, message: bytes | None = None,
+                x: np.ndarray | None = None) -> bytes:
+        """Run ``step`` on the server's ``message`` for it (None at the first step; ``x``, this
+        client's input, at masked_input) and return this client's reply."""
+        match step:
+            case Step.ADVERTISE_KEYS:
+                return self.advertise_keys()
+            case Step.SHARE_KEYS:
+                return self.share_keys(message)
+            case Step.MASKED_INPUT:
+                return self.masked_input(message, x)
+            case Step.CONSISTENCY_CHECK:
+                return self.consistency_check(message)
+            case Step.UNMASKING:
+                return self.unmasking(message)
+        raise ValueError(f"unknown step {step!r}")
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         d, q = self.cfg.vector_length, self.cfg.modulus

@@ -3,9 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-STEPS = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
-"""The protocol's rounds (Bonawitz et al. 2017, Fig. 4), in order."""
+
+class Step(StrEnum):
+    """A round of the protocol (Bonawitz et al. 2017, Fig. 4). A ``str`` (``StrEnum``: a
+    ``str, Enum``) whose value is the round's name, as transcripts, records and the Flower wire
+    spell it, so ``Step.SHARE_KEYS == "share_keys"`` and ``str``/``format`` give the bare name."""
+
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
+    UNMASKING = "unmasking"
+
+
+class SessionEnd(StrEnum):
+    """Where a party stands once it runs no more rounds of a session."""
+
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+Position = Step | SessionEnd
+"""A party's position in a session: the round it runs next, or how the session ended."""
+
+STEPS: tuple[Step, ...] = tuple(Step)
+"""The protocol's rounds, in order."""
 
 MAX_MODULUS = 2**62
 
@@ -18,7 +42,7 @@ def element_bytes(modulus: int) -> int:
 def uploads_input(silent_from: str | None) -> bool:
     """Whether a client that goes silent from step ``silent_from`` (None: never) has sent its
     masked input: only a client silent from a step after ``masked_input`` has."""
-    return silent_from is None or STEPS.index(silent_from) > STEPS.index("masked_input")
+    return silent_from is None or STEPS.index(silent_from) > STEPS.index(Step.MASKED_INPUT)
 
 
 @dataclass(frozen=True)

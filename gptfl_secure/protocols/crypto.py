@@ -64,11 +64,22 @@ class AgreementKey:
         return self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
 
 
-def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+def is_low_order(public: bytes) -> bool:
+    """True iff ``public`` is not a usable X25519 public key: a point of small order (it gives an
+    all-zero shared secret, refused at advertise time) or bytes X25519 refuses."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+        return False
+    except ValueError:
+        return True
+
+
+def aead_encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """AES-256-GCM encryption of ``plaintext`` bound to ``associated`` (one message per key)."""
     return AESGCM(key).encrypt(_NONCE, plaintext, associated)
 
 
-def open_sealed(key: bytes, ciphertext: bytes, associated: bytes) -> bytes | None:
+def aead_decrypt(key: bytes, ciphertext: bytes, associated: bytes) -> bytes | None:
     """Plaintext, or None when the ciphertext or its associated data was tampered with."""
     try:
         return AESGCM(key).decrypt(_NONCE, ciphertext, associated)

@@ -27,7 +27,7 @@ class SecAggAbort(Exception):
     the step; ``survivors`` counts them) or ``"reconstruction_failed"`` (enough parties answered,
     but a secret could not be rebuilt from shares that match its commitments; ``survivors``
     counts the good shares). ``partial``, when a driver sets it, is the session's record up to
-    the abort (a :class:`~gptfl_secure.protocols.runner.MaskedSumResult` with an empty total),
+    the abort (a :class:`~gptfl_secure.protocols.session.MaskedSumResult` with an empty total),
     so that an aborted session can be recorded and audited like a completed one.
     """
 
@@ -47,3 +47,9 @@ class SecAggAbort(Exception):
         self.step, self.survivors, self.threshold = step, survivors, threshold
         self.cause, self.detail = cause, detail
         self.partial = None
+
+
+class ClientStateError(ValueError):
+    """A saved client state (``SecAggClient.export_state``) cannot be restored: it is not of this
+    version, it is corrupted, a field is missing, unknown or of the wrong type or size, or its
+    fields contradict the client's position in the protocol."""

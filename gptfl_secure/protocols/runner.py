@@ -1,81 +1,29 @@
 """In-process driver: enrolls clients, runs one session of the masked-sum protocol with scripted
 dropouts, and measures seconds and bytes per party and per round.
 
-The runner only moves bytes between :class:`SecAggClient` and :class:`SecAggServer`; any other
-transport (Flower) can carry the same messages.
+The runner only moves bytes between :class:`SecAggClient` and :class:`SecAggServer`, through the
+session driver :func:`~gptfl_secure.protocols.session.run_session`, which any other transport
+(Flower) shares.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import crypto
 from .client import SecAggClient
-from .config import STEPS, SecAggConfig
-from .errors import ProtocolViolation, SecAggAbort
+from .config import STEPS, SecAggConfig, Step
+from .errors import ProtocolViolation
 from .policy import ClientPolicy
-from .server import SecAggServer, TranscriptEntry
+from .server import SecAggServer
+from .session import MaskedSumResult, SessionStats, run_session
 
-
-@dataclass
-class SessionStats:
-    """Seconds and bytes per party and per round.
-
-    ``client_seconds[step][cid]`` and ``client_upload_bytes[step][cid]`` for each client that
-    spoke at ``step``; ``server_seconds[step]``; ``server_download_bytes[step]`` sent to clients.
-    """
-
-    client_seconds: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
-    client_upload_bytes: dict[str, dict[int, int]] = field(
-        default_factory=lambda: defaultdict(dict))
-    server_seconds: dict[str, float] = field(default_factory=dict)
-    server_download_bytes: dict[str, int] = field(default_factory=dict)
-    client_aborts: dict[int, str] = field(default_factory=dict)
-    server_rejected: dict[int, str] = field(default_factory=dict)
-
-    def client_total_seconds(self) -> dict[int, float]:
-        out: dict[int, float] = defaultdict(float)
-        for per_client in self.client_seconds.values():
-            for cid, s in per_client.items():
-                out[cid] += s
-        return dict(out)
-
-    def client_total_upload(self) -> dict[int, int]:
-        out: dict[int, int] = defaultdict(int)
-        for per_client in self.client_upload_bytes.values():
-            for cid, b in per_client.items():
-                out[cid] += b
-        return dict(out)
-
-
-@dataclass(frozen=True)
-class MaskedSumResult:
-    """``total`` over ``included``; ``transcript``: every client message the server received;
-    ``session_id`` and the enrolled ``identity_keys`` (Ed25519 public keys by client id) are
-    what an auditor needs to check the transcript without any client secret."""
-
-    total: np.ndarray
-    included: frozenset[int]
-    transcript: tuple[TranscriptEntry, ...]
-    stats: SessionStats
-    session_id: bytes = b""
-    identity_keys: Mapping[int, bytes] = field(default_factory=dict)
-    config: SecAggConfig | None = None
-    abort_reason: str | None = None  # set on the partial record of an aborted session
-
-    @classmethod
-    def aborted(cls, abort: SecAggAbort, server: SecAggServer, stats: SessionStats,
-                identity_keys: Mapping[int, bytes]) -> MaskedSumResult:
-        """The record of a session that ended in ``abort``: no total, nobody included, the
-        transcript up to the abort and why it ended."""
-        return cls(np.zeros(0, dtype=np.uint64), frozenset(), tuple(server.transcript), stats,
-                   server.session_id, dict(identity_keys), server.cfg, str(abort))
+__all__ = ["MaskedSumResult", "SessionStats", "Tamper", "run_masked_sum", "session_id_for",
+           "validate_inputs"]
 
 
 def session_id_for(seed: int | None) -> bytes:
@@ -143,24 +91,23 @@ def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
         except ProtocolViolation as exc:  # the client's policy refuses the session: it is silent
             stats.client_aborts[cid] = str(exc)
 
-    def speaks(cid: int, step: str) -> bool:
+    def speaks(cid: int, step: Step) -> bool:
         silent_from = dropouts.get(cid)
         return cid not in stats.client_aborts and (
             silent_from is None or STEPS.index(step) < STEPS.index(silent_from))
 
-    def client_round(step: str, to_clients: Mapping[int, bytes] | None) -> dict[int, bytes]:
+    def client_round(step: Step, to_clients: Mapping[int, bytes] | None) -> dict[int, bytes]:
         replies = {}
         recipients = sorted(inputs) if to_clients is None else sorted(to_clients)
         for cid in recipients:
             if not speaks(cid, step):
                 continue
             client = clients[cid]
-            args = () if to_clients is None else (to_clients[cid],)
-            if step == "masked_input":
-                args += (inputs[cid],)
+            message = None if to_clients is None else to_clients[cid]
+            x = inputs[cid] if step is Step.MASKED_INPUT else None
             start = time.perf_counter()
             try:
-                reply = getattr(client, step)(*args)
+                reply = client.respond(step, message, x)
             except ProtocolViolation as exc:
                 stats.client_aborts[cid] = str(exc)
                 continue
@@ -173,20 +120,4 @@ def run_masked_sum(cfg: SecAggConfig, inputs: Mapping[int, np.ndarray],
                 replies[cid] = reply
         return replies
 
-    try:
-        outgoing = None
-        for step in STEPS:
-            replies = client_round(step, outgoing)
-            start = time.perf_counter()
-            outgoing = getattr(server, step)(replies)
-            stats.server_seconds[step] = time.perf_counter() - start
-            if step != "unmasking":
-                stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
-    except SecAggAbort as abort:
-        stats.server_rejected.update(server.rejected)
-        abort.partial = MaskedSumResult.aborted(abort, server, stats, public)
-        raise
-    finally:
-        stats.server_rejected.update(server.rejected)
-    return MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats,
-                           session_id, dict(public), cfg)
+    return run_session(server, public, client_round, stats)

@@ -16,12 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import crypto, shamir
 from . import messages as m
-from .client import pairwise_seed, self_mask_seed
-from .config import SecAggConfig
+from .config import Position, SecAggConfig, SessionEnd, Step
+from .derivation import pairwise_seed, secret_commitment, self_mask_seed, share_commitment
 from .errors import MessageError, SecAggAbort
 from .graph import neighbours, public_seed
 from .ring import Ring
@@ -33,7 +32,7 @@ Incoming = Mapping[int, bytes] | Iterable[tuple[int, bytes]]
 class TranscriptEntry:
     """One message the server received: the round, the transport-level sender, the bytes."""
 
-    step: str
+    step: Step
     sender: int
     data: bytes
 
@@ -45,17 +44,17 @@ over the step's size bound is stored cut to the bound plus one byte, so one send
 the record without bound, and an auditor still sees every sender the server heard."""
 
 
-def max_message_bytes(cfg: SecAggConfig, step: str) -> int:
+def max_message_bytes(cfg: SecAggConfig, step: Step) -> int:
     """The largest message a client can honestly send at ``step`` under ``cfg``; anything larger
     is rejected unparsed (and not stored)."""
     group = cfg.num_clients if cfg.neighbors is None else min(cfg.num_clients, cfg.neighbors + 1)
     header, sig = m._HEADER.size, crypto.SIGNATURE_BYTES
     body = {
-        "advertise_keys": 2 * crypto.KEY_BYTES,
-        "share_keys": 32 + 4 + group * (m._SHARE_ENTRY.size + 2 * shamir.SHARE_BYTES + 16),
-        "masked_input": 4 + cfg.vector_length * cfg.element_bytes,
-        "consistency_check": m.DIGEST_BYTES,
-        "unmasking": 4 + group * m._UNMASK_ENTRY.size,
+        Step.ADVERTISE_KEYS: 2 * crypto.KEY_BYTES,
+        Step.SHARE_KEYS: 32 + 4 + group * (m._SHARE_ENTRY.size + 2 * shamir.SHARE_BYTES + 16),
+        Step.MASKED_INPUT: 4 + cfg.vector_length * cfg.element_bytes,
+        Step.CONSISTENCY_CHECK: m.DIGEST_BYTES,
+        Step.UNMASKING: 4 + group * m._UNMASK_ENTRY.size,
     }[step]
     return header + body + sig
 
@@ -66,15 +65,6 @@ class ServerOutput:
     included: frozenset[int]
     transcript: tuple[TranscriptEntry, ...]
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _is_low_order(public: bytes) -> bool:
-    """X25519 points of small order give an all-zero secret: reject them at advertise time."""
-    try:
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
-        return False
-    except ValueError:
-        return True
 
 
 class SecAggServer:
@@ -101,11 +91,11 @@ class SecAggServer:
         self._consistency: dict[int, bytes] = {}
         self.u1 = self.u2 = self.u3 = self.u4 = self.u5 = frozenset()
         self.unrecorded: dict[int, int] = {}  # sender -> messages not kept (over the caps)
-        self._kept: dict[tuple[str, object], int] = {}
-        self._next = "advertise_keys"
+        self._kept: dict[tuple[Step, object], int] = {}
+        self._next: Position = Step.ADVERTISE_KEYS
 
     # ------------------------------------------------------------------ plumbing
-    def _collect(self, step: str, incoming: Incoming, expected_senders: frozenset[int],
+    def _collect(self, step: Step, incoming: Incoming, expected_senders: frozenset[int],
                  msg_type: m.MsgType, parse) -> dict[int, object]:
         """Parse each message; keep one valid message per expected sender, drop the rest."""
         if self._next != step:
@@ -140,7 +130,7 @@ class SecAggServer:
                 self.rejected[sender] = f"{step}: malformed message ({type(exc).__name__}: {exc})"
         return seen
 
-    def _typed(self, step: str, pair: object, limit: int) -> tuple[int | None, bytes | None]:
+    def _typed(self, step: Step, pair: object, limit: int) -> tuple[int | None, bytes | None]:
         """(sender, bytes) of one incoming pair, kept in the transcript within the caps. A
         malformed pair (not a pair, a sender that is not a client id, bytes that are not bytes,
         more than ``limit`` bytes) gives data None and a rejection, never an exception."""
@@ -176,18 +166,18 @@ class SecAggServer:
             return sender, None
         return sender, stored
 
-    def _abort_below_threshold(self, step: str, survivors: frozenset[int]) -> None:
+    def _abort_below_threshold(self, step: Step, survivors: frozenset[int]) -> None:
         if len(survivors) < self.cfg.threshold:
-            self._next = "aborted"
+            self._next = SessionEnd.ABORTED
             raise SecAggAbort(step, len(survivors), self.cfg.threshold)
 
-    def _timed(self, step: str, start: float) -> None:
+    def _timed(self, step: Step, start: float) -> None:
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
 
     # ------------------------------------------------------------------ parsers
     def _parse_advertise(self, env: m.Envelope):
         enc_pk, mask_pk = m.read_advertise(env.body)
-        if _is_low_order(enc_pk) or _is_low_order(mask_pk):
+        if crypto.is_low_order(enc_pk) or crypto.is_low_order(mask_pk):
             raise MessageError("advertised a small-order X25519 key")
         return enc_pk, mask_pk
 
@@ -232,13 +222,13 @@ class SecAggServer:
     def advertise_keys(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 0 -> the signed key list, to every client in U1."""
         start = time.perf_counter()
-        got = self._collect("advertise_keys", incoming, frozenset(self._identity_keys),
+        got = self._collect(Step.ADVERTISE_KEYS, incoming, frozenset(self._identity_keys),
                             m.MsgType.ADVERTISE, SecAggServer._parse_advertise)
         self.u1 = frozenset(got)
-        self._abort_below_threshold("advertise_keys", self.u1)
+        self._abort_below_threshold(Step.ADVERTISE_KEYS, self.u1)
         self._keys = dict(got)
         self._adverts = {e.sender: e.data for e in self.transcript
-                         if e.step == "advertise_keys" and e.sender in self.u1}
+                         if e.step == Step.ADVERTISE_KEYS and e.sender in self.u1}
         digests = {c: m.advert_digest(self._adverts[c]) for c in self.u1}
         self.context = m.session_context(self.session_id, digests)
         enrolled = frozenset(self._identity_keys)
@@ -254,66 +244,66 @@ class SecAggServer:
                                        digests)
                 built[group] = m.seal(m.MsgType.KEY_LIST, self.session_id, m.SERVER, body)
             out[c] = built[group]
-        self._next = "share_keys"
-        self._timed("advertise_keys", start)
+        self._next = Step.SHARE_KEYS
+        self._timed(Step.ADVERTISE_KEYS, start)
         return out
 
     def share_keys(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 1 -> to each client in U2, the ciphertexts its group members in U2 sent it."""
         start = time.perf_counter()
-        got = self._collect("share_keys", incoming, self.u1, m.MsgType.SHARES,
+        got = self._collect(Step.SHARE_KEYS, incoming, self.u1, m.MsgType.SHARES,
                             SecAggServer._parse_shares)
         self.u2 = frozenset(got)
-        self._abort_below_threshold("share_keys", self.u2)
+        self._abort_below_threshold(Step.SHARE_KEYS, self.u2)
         out = {}
         for v in sorted(self.u2):
             ciphertexts = {u: got[u][1][v].ciphertext for u in self._groups[v] & self.u2 if u != v}
             out[v] = m.seal(m.MsgType.SHARE_RELAY, self.session_id, m.SERVER,
                             m.relay_body(ciphertexts))
-        for u, (secret_commitment, entries) in got.items():
-            self._secret_commits[u] = secret_commitment
+        for u, (commitment, entries) in got.items():
+            self._secret_commits[u] = commitment
             for v, e in entries.items():
                 self._commits[(u, v)] = (e.commit_self_mask, e.commit_mask_key)
-        self._next = "masked_input"
-        self._timed("share_keys", start)
+        self._next = Step.MASKED_INPUT
+        self._timed(Step.SHARE_KEYS, start)
         return out
 
     def masked_input(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 2 -> U3, the clients whose masked input arrived, to each of them."""
         start = time.perf_counter()
-        self._inputs = self._collect("masked_input", incoming, self.u2,
+        self._inputs = self._collect(Step.MASKED_INPUT, incoming, self.u2,
                                      m.MsgType.MASKED_INPUT, SecAggServer._parse_masked)
         self.u3 = frozenset(self._inputs)
-        self._abort_below_threshold("masked_input", self.u3)
+        self._abort_below_threshold(Step.MASKED_INPUT, self.u3)
         u3_body = m.ids_body(self.u3)
         self._u3_digest = m.survivors_digest(u3_body)
         msg = m.seal(m.MsgType.SURVIVORS, self.session_id, m.SERVER, u3_body)
-        self._next = "consistency_check"
-        self._timed("masked_input", start)
+        self._next = Step.CONSISTENCY_CHECK
+        self._timed(Step.MASKED_INPUT, start)
         return dict.fromkeys(sorted(self.u3), msg)
 
     def consistency_check(self, incoming: Incoming) -> dict[int, bytes]:
         """Round 3 -> to each signer, the signatures on U3 of its group members."""
         start = time.perf_counter()
-        self._consistency = self._collect("consistency_check", incoming, self.u3,
+        self._consistency = self._collect(Step.CONSISTENCY_CHECK, incoming, self.u3,
                                           m.MsgType.CONSISTENCY, SecAggServer._parse_consistency)
         self.u4 = frozenset(self._consistency)
-        self._abort_below_threshold("consistency_check", self.u4)
+        self._abort_below_threshold(Step.CONSISTENCY_CHECK, self.u4)
         out = {}
         for c in sorted(self.u4):
             signed = (self._consistency[v] for v in sorted(self._groups[c] & self.u4))
             out[c] = m.seal(m.MsgType.SIGNATURES, self.session_id, m.SERVER, m.list_body(signed))
-        self._next = "unmasking"
-        self._timed("consistency_check", start)
+        self._next = Step.UNMASKING
+        self._timed(Step.CONSISTENCY_CHECK, start)
         return out
 
     def unmasking(self, incoming: Incoming) -> ServerOutput:
         """Round 4: rebuild b_u for u in U3 and the mask keys of U2 \\ U3, and unmask the sum."""
         start = time.perf_counter()
-        got = self._collect("unmasking", incoming, self.u4, m.MsgType.UNMASK,
+        got = self._collect(Step.UNMASKING, incoming, self.u4, m.MsgType.UNMASK,
                             SecAggServer._parse_unmask)
         self.u5 = frozenset(got)
-        self._abort_below_threshold("unmasking", self.u5)
+        self._abort_below_threshold(Step.UNMASKING, self.u5)
         t = self.cfg.threshold
         ring = Ring(self.cfg.modulus, self.cfg.vector_length)
         total = ring.zeros()
@@ -328,22 +318,36 @@ class SecAggServer:
             for u in sorted(self._groups[v] & self.u3):
                 seed = pairwise_seed(key, self._keys[u][1], self.session_id, u, v)
                 ring.add_mask_(total, seed, -1 if v > u else +1)  # undo u's +/- PRG(s_uv)
-        self._next = "done"
-        self._timed("unmasking", start)
+        self._next = SessionEnd.DONE
+        self._timed(Step.UNMASKING, start)
         return ServerOutput(ring.reduce(total), self.u3, tuple(self.transcript), dict(self.seconds))
+
+    def receive(self, step: Step, incoming: Incoming) -> dict[int, bytes] | ServerOutput:
+        """Run round ``step`` on the clients' ``incoming`` messages: the messages to send on, or,
+        after unmasking, the :class:`ServerOutput`."""
+        match step:
+            case Step.ADVERTISE_KEYS:
+                return self.advertise_keys(incoming)
+            case Step.SHARE_KEYS:
+                return self.share_keys(incoming)
+            case Step.MASKED_INPUT:
+                return self.masked_input(incoming)
+            case Step.CONSISTENCY_CHECK:
+                return self.consistency_check(incoming)
+            case Step.UNMASKING:
+                return self.unmasking(incoming)
+        raise ValueError(f"unknown step {step!r}")
 
     def _secret_checks(self, owner: int, kind: m.ShareKind, secret: bytes) -> bool:
         """Is ``secret`` the one ``owner`` committed to (b_u) or advertised (its mask key)?"""
         if kind is m.ShareKind.SELF_MASK:
-            commitment = crypto.commitment(b"self-mask-seed", self.session_id, owner, owner, secret)
-            return commitment == self._secret_commits[owner]
+            return secret_commitment(self.session_id, owner, secret) == self._secret_commits[owner]
         return crypto.AgreementKey.from_private_bytes(secret).public == self._keys[owner][1]
 
     def _share_checks(self, owner: int, holder: int, kind: m.ShareKind, share: bytes) -> bool:
         commit_b, commit_k = self._commits[(owner, holder)]
-        purpose, commit = ((b"self-mask", commit_b) if kind is m.ShareKind.SELF_MASK
-                           else (b"mask-key", commit_k))
-        return crypto.commitment(purpose, self.session_id, owner, holder, share) == commit
+        commit = commit_b if kind is m.ShareKind.SELF_MASK else commit_k
+        return share_commitment(kind, self.session_id, owner, holder, share) == commit
 
     def _rebuild(self, owner: int, kind: m.ShareKind, got: dict[int, dict[int, bytes]],
                  t: int) -> bytes:
@@ -359,19 +363,20 @@ class SecAggServer:
             if self._share_checks(owner, w, kind, got[w][owner]):
                 good.append((w, got[w][owner]))
             else:
-                self.rejected[w] = f"unmasking: share of client {owner} breaks its commitment"
+                self.rejected[w] = (f"{Step.UNMASKING}: share of client {owner} breaks its "
+                                    "commitment")
         secret = self._interpolate(owner, good, t)
         if secret is None or not self._secret_checks(owner, kind, secret):
-            self._next = "aborted"
-            raise SecAggAbort("unmasking", len(good), t,
+            self._next = SessionEnd.ABORTED
+            raise SecAggAbort(Step.UNMASKING, len(good), t,
                               f"client {owner}'s shares do not rebuild its committed secret",
                               cause=SecAggAbort.RECONSTRUCTION_FAILED)
         return secret
 
     def _interpolate(self, owner: int, shares: list[tuple[int, bytes]], t: int) -> bytes | None:
         if len(shares) < t:
-            self._next = "aborted"
-            raise SecAggAbort("unmasking", len(shares), t,
+            self._next = SessionEnd.ABORTED
+            raise SecAggAbort(Step.UNMASKING, len(shares), t,
                               f"too few shares of client {owner} reached the server intact",
                               cause=SecAggAbort.RECONSTRUCTION_FAILED)
         points = [(w + 1, shamir.from_bytes(share)) for w, share in shares[:t]]

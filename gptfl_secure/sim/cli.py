@@ -15,17 +15,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from ..pipeline.config import ConfigError, SimConfig, flag, load_toml
+from ..pipeline.outputs import write_outputs
+from ..pipeline.setup import check_buildable, prepare_data
+from ..pipeline.state import load_checkpoint, save_checkpoint
 from .compare import run_comparison, write_comparison
-from .config import ConfigError, SimConfig, flag, load_toml
-from .run import (
-    check_buildable,
-    load_checkpoint,
-    prepare_data,
-    run_rounds,
-    save_checkpoint,
-    start,
-    write_outputs,
-)
+from .run import run_rounds, start
 
 
 def build_parser() -> argparse.ArgumentParser:

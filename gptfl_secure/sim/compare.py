@@ -31,9 +31,11 @@ from ..learning.local import (
     vector_to_model,
 )
 from ..learning.partition import sample_clients
-from . import report
-from .config import SimConfig
-from .run import RunState, Setup, new_model, new_optimizer, run_rounds
+from ..pipeline import outputs as report
+from ..pipeline.config import SimConfig
+from ..pipeline.setup import Setup, new_model, new_optimizer
+from ..pipeline.state import RunState
+from .run import run_rounds
 
 LR_GRID = (0.01, 0.03, 0.1)
 FEDERATED_ARMS = ("gptfl_fedavg", "gptfl_fedopt", "fedavg_random", "fedopt_random")

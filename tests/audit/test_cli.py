@@ -120,10 +120,11 @@ def test_alpha_must_be_a_probability(sessions, capsys):
     assert exc.value.code == 2
 
 
-def test_audit_imports_neither_torch_nor_learning_nor_sim():
+def test_audit_imports_neither_torch_nor_learning_nor_the_pipeline():
     code = ("import sys, gptfl_secure.audit, gptfl_secure.audit.cli; "
             "bad = [n for n in sys.modules if n.split('.')[0] == 'torch' or "
-            "n.startswith(('gptfl_secure.learning', 'gptfl_secure.sim', 'gptfl_secure.synth'))];"
+            "n.startswith(('gptfl_secure.learning', 'gptfl_secure.sim', 'gptfl_secure.synth', "
+            "'gptfl_secure.pipeline'))];"
             " print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)

@@ -14,12 +14,12 @@ import pytest
 from gptfl_secure.audit import audit_directory, format_report
 from gptfl_secure.audit.cli import main
 from gptfl_secure.iblt import IbltParams
+from gptfl_secure.pipeline.aggregation import SecureAggregator
+from gptfl_secure.pipeline.config import SimConfig
+from gptfl_secure.pipeline.discovery import discover_labels
+from gptfl_secure.pipeline.outputs import SessionRecorder
 from gptfl_secure.protocols.recording import read_record, write_record
-from gptfl_secure.sim.aggregation import SecureAggregator
 from gptfl_secure.sim.cli import main as sim_main
-from gptfl_secure.sim.config import SimConfig
-from gptfl_secure.sim.label_discovery import discover_labels
-from gptfl_secure.sim.run import SessionRecorder
 
 # seed 0, 30% dropout: rounds 1 and 2 abort (at share_keys and consistency_check), round 3 sums
 RUN = ["--clients", "12", "--cohort", "5", "--rounds", "3", "--local-epochs", "1",

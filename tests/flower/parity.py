@@ -10,17 +10,12 @@ import numpy as np
 from gptfl_secure.flower.options import parse_run_config
 from gptfl_secure.iblt import IbltParams
 from gptfl_secure.learning.local import LocalTrainingConfig
-from gptfl_secure.sim.aggregation import SecureAggregator
-from gptfl_secure.sim.label_discovery import discover_labels
+from gptfl_secure.pipeline.aggregation import SecureAggregator
+from gptfl_secure.pipeline.codecs import make_update_codec
+from gptfl_secure.pipeline.discovery import discover_labels
+from gptfl_secure.pipeline.setup import limit_threads, new_model, new_optimizer, prepare_data
 from gptfl_secure.sim.rounds import RoundContext, run_round
-from gptfl_secure.sim.run import (
-    limit_threads,
-    make_codec,
-    new_model,
-    new_optimizer,
-    prepare_data,
-    start,
-)
+from gptfl_secure.sim.run import start
 
 
 def survivors_aggregator(config, survivors: set[int]):
@@ -62,7 +57,7 @@ def check_against_sim(out: Path, run_config: dict) -> dict:
             train_parts=setup.parts, test=setup.test,
             global_model=new_model(config, setup.train),
             scratch_model=new_model(config, setup.train),
-            codec=make_codec(config, len(state.global_vector)),
+            codec=make_update_codec(config, len(state.global_vector)),
             local=LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
                                       config.momentum, config.weight_decay, config.prox_mu),
             aggregate=survivors_aggregator(config, survivors),

@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from gptfl_secure.flower.client_state import dump_client, load_client  # noqa: E402
 from gptfl_secure.flower.options import default_run_config, parse_run_config  # noqa: E402
 from gptfl_secure.flower.wire import SessionHeader  # noqa: E402
+from gptfl_secure.pipeline.config import ConfigError, SimConfig  # noqa: E402
 from gptfl_secure.protocols import (  # noqa: E402
     STEPS,
     IdentityKey,
@@ -15,7 +15,6 @@ from gptfl_secure.protocols import (  # noqa: E402
     SecAggConfig,
     SecAggServer,  # noqa: E402
 )
-from gptfl_secure.sim.config import ConfigError, SimConfig  # noqa: E402
 
 
 def test_client_survives_a_save_and_load_between_every_step_with_dropout_recovery():
@@ -23,7 +22,7 @@ def test_client_survives_a_save_and_load_between_every_step_with_dropout_recover
     session = bytes(range(32))
     ids = {c: IdentityKey() for c in range(5)}
     public = {c: k.public for c, k in ids.items()}
-    saved = {c: dump_client(SecAggClient(cfg, c, ids[c], public, session)) for c in range(5)}
+    saved = {c: SecAggClient(cfg, c, ids[c], public, session).export_state() for c in range(5)}
     server = SecAggServer(cfg, public, session)
     inputs = {c: np.full(16, c + 1, dtype=np.uint64) for c in range(5)}
     outgoing = None
@@ -32,13 +31,13 @@ def test_client_survives_a_save_and_load_between_every_step_with_dropout_recover
         for c in sorted(saved) if outgoing is None else sorted(outgoing):
             if c == 4 and step == "masked_input":
                 continue  # shared its keys, never uploads: its masks are rebuilt from shares
-            client = load_client(saved[c])
+            client = SecAggClient.restore_state(saved[c], ids[c])
             args = () if outgoing is None else (outgoing[c],)
             if step == "masked_input":
                 args += (inputs[c],)
             replies[c] = getattr(client, step)(*args)
-            saved[c] = dump_client(client)
-            reloaded = load_client(saved[c])
+            saved[c] = client.export_state()
+            reloaded = SecAggClient.restore_state(saved[c], ids[c])
             assert reloaded._context == client._context  # the session context, from share_keys
             assert (len(client._context) == 32) == (step != "advertise_keys")
             assert set(vars(reloaded)) == set(vars(client))
@@ -92,10 +91,10 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict  # noq
 
 from gptfl_secure.flower import client_app, server_app, wire  # noqa: E402
 from gptfl_secure.flower.options import FlowerOptions  # noqa: E402
+from gptfl_secure.pipeline.discovery import LabelDiscoveryFailed  # noqa: E402
 from gptfl_secure.protocols import SecAggAbort  # noqa: E402
 from gptfl_secure.protocols.recording import read_record, record_result  # noqa: E402
 from gptfl_secure.protocols.server import max_message_bytes  # noqa: E402
-from gptfl_secure.sim.label_discovery import LabelDiscoveryFailed  # noqa: E402
 
 D = 8
 MOD = 2**32

@@ -16,7 +16,7 @@ import numpy as np
 
 from gptfl_secure.protocols import IdentityKey, ProtocolViolation, SecAggConfig, SessionLedger
 from gptfl_secure.protocols import messages as m
-from gptfl_secure.protocols.client import pairwise_seed, self_mask_seed
+from gptfl_secure.protocols.derivation import pairwise_seed, self_mask_seed
 from gptfl_secure.protocols.graph import neighbours, public_seed
 
 Key = tuple[int, int]  # (session index, client id)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gptfl_secure.protocols import crypto, shamir
+from gptfl_secure.protocols import crypto, derivation, shamir
 from gptfl_secure.protocols import messages as m
 
 P = 2**61 - 1
@@ -150,9 +150,9 @@ def _kind_of(owner, holder: int, share: bytes) -> str | None:
     if e is None:
         return None
     sid, oid = owner.sid, owner.key[1]
-    if crypto.commitment(b"self-mask", sid, oid, holder, share) == e.commit_self_mask:
+    if crypto.commitment(derivation.SELF_MASK, sid, oid, holder, share) == e.commit_self_mask:
         return SELF
-    if crypto.commitment(b"mask-key", sid, oid, holder, share) == e.commit_mask_key:
+    if crypto.commitment(derivation.MASK_KEY, sid, oid, holder, share) == e.commit_mask_key:
         return MASK
     return None
 
@@ -211,7 +211,7 @@ def knowledge_of(world, same_inputs: bool = False) -> tuple[list[dict], list[str
         if secret >= 2**256:
             continue
         sb = secret.to_bytes(32, "big")
-        if kind == SELF and crypto.commitment(b"self-mask-seed", o.sid, okey[1], okey[1],
+        if kind == SELF and crypto.commitment(derivation.SELF_MASK_SEED, o.sid, okey[1], okey[1],
                                               sb) == o.secret_commitment:
             known_b.add(okey)
         if kind == MASK:

@@ -7,10 +7,10 @@ import math
 import numpy as np
 
 from gptfl_secure.iblt import IbltParams
+from gptfl_secure.pipeline.aggregation import SecureAggregator
 from gptfl_secure.privacy import DistributedDPCodec, DPLabelCodec, noisy_label_counts
 from gptfl_secure.privacy.hadamard import round_seed
 from gptfl_secure.protocols import STEPS
-from gptfl_secure.sim.aggregation import SecureAggregator
 
 from .helpers import seeded
 

@@ -53,10 +53,11 @@ from gptfl_secure.protocols import (
     SecAggServer,
     choose_secagg_plus_params,
     crypto,
+    derivation,
     shamir,
 )
 from gptfl_secure.protocols import messages as m
-from gptfl_secure.protocols.client import (
+from gptfl_secure.protocols.derivation import (
     pairwise_seed,
     self_mask_seed,
     share_associated_data,
@@ -324,9 +325,10 @@ class Loot:
         holder, kinds = env.sender, {}
         for owner, (label, share) in m.read_unmask(env.body).items():
             commit_b, commit_k = self.commits[(owner, holder)]
-            if crypto.commitment(b"self-mask", self.session_id, owner, holder, share) == commit_b:
+            if derivation.share_commitment(SELF, self.session_id, owner, holder, share) == commit_b:
                 kind = SELF
-            elif crypto.commitment(b"mask-key", self.session_id, owner, holder, share) == commit_k:
+            elif derivation.share_commitment(MASK, self.session_id, owner, holder,
+                                             share) == commit_k:
                 kind = MASK
             else:
                 raise AssertionError(f"{holder} revealed a share of {owner} it was never sent")
@@ -798,8 +800,8 @@ def test_server_cannot_surround_a_client_with_colluders_by_tailoring_u1(key_list
         relay = {}
         for c in colluders:  # each colluder sends the victim a well-formed (worthless) share pair
             key = share_encryption_key(enc[c].agree(enc_pk), sid, c, victim)
-            relay[c] = crypto.seal(key, shamir.to_bytes(1) * 2,
-                                   share_associated_data(sid, c, victim, context))
+            relay[c] = crypto.aead_encrypt(key, shamir.to_bytes(1) * 2,
+                                          share_associated_data(sid, c, victim, context))
         y = call(run, victim, "masked_input",
                  from_server("masked_input", sid, m.relay_body(relay)))
     except ProtocolViolation as exc:
@@ -810,8 +812,8 @@ def test_server_cannot_surround_a_client_with_colluders_by_tailoring_u1(key_list
     for c, entry in share_entries(m.open_envelope(shares, m.MsgType.SHARES, sid).body).items():
         if c != victim:
             key = share_encryption_key(enc[c].agree(enc_pk), sid, victim, c)
-            plain = crypto.open_sealed(key, entry.ciphertext,
-                                       share_associated_data(sid, victim, c, context))
+            plain = crypto.aead_decrypt(key, entry.ciphertext,
+                                          share_associated_data(sid, victim, c, context))
             points.append((c + 1, shamir.from_bytes(plain[: shamir.SHARE_BYTES])))
     b = shamir.reconstruct(points, cfg.threshold).to_bytes(32, "big")
     ring = Ring(cfg.modulus, cfg.vector_length)

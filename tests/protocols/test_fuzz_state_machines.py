@@ -210,6 +210,10 @@ class HostileSession:
         self.sent: dict[tuple[str, int], bytes] = {}  # genuine client messages
         self.received: dict[tuple[str, int], bytes] = {}  # genuine server messages
         self.alive = frozenset(self.ids)  # clients intact at every round so far
+        # Clients that answered a tampered server message. With SecAgg+ a client is shown only
+        # its group's advertisements, so it cannot check the other listed digests: a flipped
+        # one leaves it answering under another session context, which the server then drops.
+        self.misled: set[int] = set()
         # The plan, drawn up front: which messages the network touches and how. Untouched
         # messages cost no draws, so long sessions stay within hypothesis's budget, and a plan
         # with few touches (which hypothesis also tries) lets the session complete.
@@ -265,6 +269,8 @@ class HostileSession:
                 raise AssertionError(f"client {c} refused the server's intact message") from exc
             return None
         assert not was_gone, f"client {c} answered at {method} after aborting"
+        if genuine is not None and msg != genuine:
+            self.misled.add(c)
         assert in_order, f"client {c} answered {method} out of order"
         self.next[c] += 1
         if method == "unmasking":
@@ -370,15 +376,19 @@ class HostileSession:
                 event(f"server aborted at {step}")
                 assert exc.step == step and exc.survivors < exc.threshold == t
                 if i <= STEPS.index("masked_input") or (not self.s2c_on and i == 3):
-                    assert len(self.alive) < t, f"aborted at {step} with {len(self.alive)} alive"
+                    assert len(self.alive - self.misled) < t, \
+                        f"aborted at {step} with {len(self.alive)} alive"
                 self.assert_server_finished()
                 return
             # U1..U3 are exactly the clients the network left intact; later a client may
             # also have been shown another U3 (server -> client tampering).
             served = getattr(self.server, f"u{i + 1}")
             exact = i <= STEPS.index("masked_input") or not self.s2c_on
-            assert served == self.alive if exact else served <= self.alive, \
+            lower = self.alive - self.misled if exact else frozenset()
+            assert lower <= served <= self.alive, \
                 f"{step}: server kept {sorted(served)}, {sorted(self.alive)} intact"
+            if exact:  # a misled client the server dropped is out for good
+                self.alive = self.alive & served
             if step == "masked_input":
                 included = self.alive
         event("server completed")

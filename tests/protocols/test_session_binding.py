@@ -44,10 +44,11 @@ from gptfl_secure.protocols import (
     SecAggConfig,
     SecAggServer,
     crypto,
+    derivation,
     shamir,
 )
 from gptfl_secure.protocols import messages as m
-from gptfl_secure.protocols.client import pairwise_seed, self_mask_seed
+from gptfl_secure.protocols.derivation import pairwise_seed, self_mask_seed
 from gptfl_secure.protocols.ring import Ring
 
 N, T, D, Q = 5, 3, 8, 2**16
@@ -162,8 +163,8 @@ def rebuild_sum(run: Run, unmasked: dict[int, bytes], target: frozenset[int]):
     for holder, raw in unmasked.items():
         for owner, (_, share) in m.read_unmask(_body(raw, m.MsgType.UNMASK, sid)).items():
             commit_b, commit_k = commits[(owner, holder)]
-            for kind, purpose, commit in ((SELF, b"self-mask", commit_b),
-                                          (MASK, b"mask-key", commit_k)):
+            for kind, purpose, commit in ((SELF, derivation.SELF_MASK, commit_b),
+                                          (MASK, derivation.MASK_KEY, commit_k)):
                 if crypto.commitment(purpose, sid, owner, holder, share) == commit:
                     shares.setdefault((owner, kind), []).append((holder + 1,
                                                                   shamir.from_bytes(share)))

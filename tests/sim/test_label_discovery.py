@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gptfl_secure.iblt import IbltParams
-from gptfl_secure.sim.label_discovery import discover_labels
+from gptfl_secure.pipeline.discovery import discover_labels
 
 label_sets = st.dictionaries(
     st.integers(0, 200), st.sets(st.text(min_size=1, max_size=12), max_size=6), min_size=1,
@@ -38,8 +38,8 @@ def test_incomplete_decode_retries_once_with_double_capacity():
 
 def _aborting(times: int):
     """An aggregator whose first ``times`` sessions abort (too few clients answered)."""
+    from gptfl_secure.pipeline.aggregation import SecureAggregator
     from gptfl_secure.protocols import SecAggAbort
-    from gptfl_secure.sim.aggregation import SecureAggregator
 
     calls = []
 
@@ -66,7 +66,7 @@ def test_an_aborted_session_is_retried_with_a_fresh_one():
 def test_label_discovery_stops_with_an_explained_error_when_every_session_aborts():
     import pytest
 
-    from gptfl_secure.sim.label_discovery import LabelDiscoveryFailed
+    from gptfl_secure.pipeline.discovery import LabelDiscoveryFailed
 
     aggregate, calls = _aborting(10)
     with pytest.raises(LabelDiscoveryFailed, match="all 3 sessions aborted.*1 survivors") as info:

@@ -10,19 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptfl_secure.learning.local import train_locally
+from gptfl_secure.pipeline.codecs import make_codec
+from gptfl_secure.pipeline.config import SimConfig
+from gptfl_secure.pipeline.rounds import sample_dropouts
+from gptfl_secure.pipeline.seeds import DROPOUT, SAMPLING, TRAINING, derive_seed
+from gptfl_secure.pipeline.setup import new_model, new_optimizer, prepare_data
 from gptfl_secure.protocols import STEPS
 from gptfl_secure.sim.cli import main
-from gptfl_secure.sim.config import SimConfig
-from gptfl_secure.sim.rounds import sample_dropouts
-from gptfl_secure.sim.run import (
-    make_codec,
-    new_model,
-    new_optimizer,
-    prepare_data,
-    run_rounds,
-    start,
-)
-from gptfl_secure.sim.seeds import DROPOUT, SAMPLING, TRAINING, derive_seed
+from gptfl_secure.sim.run import run_rounds, start
 
 SMALL = dict(clients=20, cohort=5, rounds=4, local_epochs=1, init="random")
 TIMING = ("secagg_seconds",)
@@ -129,7 +124,7 @@ def test_resume_of_a_secure_run_killed_before_its_first_round(tmp_path):
     assert main(args) == 0
     whole = json.loads((out / "metrics.json").read_text())
     # rewind the checkpoint to "label discovery done, no rounds": what a kill in round 1 leaves
-    from gptfl_secure.sim.run import load_checkpoint, save_checkpoint
+    from gptfl_secure.pipeline.state import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(out)
     setup = prepare_data(state.config)

@@ -20,7 +20,7 @@ from ..protocols import (
     choose_secagg_plus_params,
     run_masked_sum,
 )
-from ..protocols.config import element_bytes, uploads_input
+from ..protocols.config import Step, element_bytes, uploads_input
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def plain_sum(vectors: Mapping[int, np.ndarray], modulus: int,
     dropouts = dropouts or {}
     vectors = {cid: v for cid, v in vectors.items() if uploads_input(dropouts.get(cid))}
     if not vectors:
-        raise SecAggAbort("masked_input", 0, 1)
+        raise SecAggAbort(Step.MASKED_INPUT, 0, 1)
     if not 2 <= modulus <= 2**62:
         raise ValueError(f"modulus={modulus}: must be in [2, 2^62]")
     m = np.uint64(modulus)

@@ -1,6 +1,7 @@
-"""What a run writes to ``--out``: metrics.json (its content: ``run.final_metrics``), metrics.csv,
-plots, and the server's transcript summary (messages and bytes the server received per session
-and step)."""
+"""What a run writes to its output folder: metrics.json (its content: :func:`final_metrics`),
+metrics.csv, plots, the server's transcript summary (messages and bytes the server received per
+session and step) and, with ``record-transcript``, each masked-sum session's record under
+``transcripts/`` (:func:`record_transcript`, :class:`SessionRecorder`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..protocols import SecAggAbort
+from ..protocols.recording import record_result
 from .aggregation import AggregateResult
+from .config import RunConfig
+from .dp import privacy_report
+
+if TYPE_CHECKING:
+    from .state import RunState
 
 ROUND_COLUMNS = ("round", "test_accuracy", "clients_sampled", "clients_included",
                  "upload_bytes_per_client", "secagg_seconds", "gradient_diversity", "skipped",
@@ -136,3 +145,78 @@ def plot_comparison(path: Path, arms: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def record_transcript(config: RunConfig, out: Path | None, name: str, session) -> dict | None:
+    """With ``--record-transcript``, write the server's record of a masked-sum session to
+    ``out/transcripts/`` (a replayed round after ``--resume`` overwrites its record).
+
+    ``session``: an AggregateResult, a MaskedSumResult, or an aborted session's partial record
+    (``SecAggAbort.partial``), recorded with its abort reason. Returns the session's entry in
+    ``transcript_summary.json``'s ``"sessions"``: ``{"record": name (None when not recorded),
+    "session_id": hex, "aborted": None or the reason}``; None when no masked sum ran."""
+    result = getattr(session, "session", session)  # an AggregateResult's MaskedSumResult
+    if result is None:
+        return None
+    recorded = config.record_transcript and out is not None
+    if recorded:
+        record_result(out / "transcripts", name, result, overwrite=True)
+    session_id = getattr(result, "session_id", b"")
+    return {"record": name if recorded else None, "session_id": session_id.hex(),
+            "aborted": getattr(result, "abort_reason", None)}
+
+
+class SessionRecorder:
+    """An aggregator wrapper that lists (and, with ``--record-transcript`` and an ``out``,
+    records) every masked-sum session it runs, aborted ones included: the first as ``name``,
+    later ones (label-discovery retries) as ``name-2``, ``name-3``... ``sessions`` is what
+    ``transcript_summary.json`` lists under ``"sessions"`` (see :func:`record_transcript`)."""
+
+    def __init__(self, config: RunConfig, out: Path | None, name: str) -> None:
+        self.config, self.out, self.name = config, out, name
+        self.sessions: list[dict] = []
+
+    def wrap(self, aggregate):
+        def recorded(*args, **kwargs):
+            name = self.name if not self.sessions else f"{self.name}-{len(self.sessions) + 1}"
+            try:
+                result = aggregate(*args, **kwargs)
+            except SecAggAbort as abort:
+                self._note(name, abort.partial)
+                raise
+            self._note(name, result)
+            return result
+
+        return recorded
+
+    def _note(self, name: str, session) -> None:
+        entry = record_transcript(self.config, self.out, name, session)
+        if entry is not None:
+            self.sessions.append(entry)
+
+
+def final_metrics(state: RunState) -> dict:
+    """The content of ``metrics.json``: the configuration, label discovery, pretraining, one row
+    per round, the final test accuracy and the privacy guarantee."""
+    rounds = state.rounds
+    return {
+        "config": state.config.to_json(),
+        "label_discovery": state.label_discovery,
+        "pretrain": state.pretrain,
+        "rounds": rounds,
+        "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
+        "privacy": privacy_report(state),
+    }
+
+
+def write_outputs(out: Path, state: RunState) -> dict:
+    """metrics.json, metrics.csv, the two per-round plots and transcript_summary.json."""
+    metrics = final_metrics(state)
+    write_json(out / "metrics.json", metrics)
+    write_metrics_csv(out / "metrics.csv", state.rounds)
+    plot_series(out / "accuracy.png", state.rounds, "test_accuracy", "test accuracy",
+                "server test accuracy per round")
+    plot_series(out / "gradient_diversity.png", state.rounds, "gradient_diversity",
+                "gradient diversity", "Σ||Δ_i||² / ||ΣΔ_i||² per round")
+    write_json(out / "transcript_summary.json", state.transcript)
+    return metrics

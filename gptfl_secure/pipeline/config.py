@@ -1,10 +1,10 @@
-"""The run configuration of ``python -m gptfl_secure.sim``: one table of options for the command
-line and for ``--config run.toml``.
+"""The run configuration: one table of options for the sim's command line, for ``--config
+run.toml`` and for the Flower app's run config (:mod:`gptfl_secure.flower.options`).
 
-Every option is a field of :class:`SimConfig` whose metadata carries its help text and allowed
+Every option is a field of :class:`RunConfig` whose metadata carries its help text and allowed
 range; the argument parser and the TOML reader are both built from it, so a flag and a TOML key
 (``--local-epochs`` / ``local_epochs``) can never drift apart. Values are checked when a
-:class:`SimConfig` is built: a bad one raises :class:`ConfigError` naming the flag, the value and
+:class:`RunConfig` is built: a bad one raises :class:`ConfigError` naming the flag, the value and
 the allowed range, before any work starts.
 """
 
@@ -39,8 +39,8 @@ def _opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | N
 
 
 @dataclass(frozen=True)
-class SimConfig:
-    """All options of a run. Build with keywords; ``SimConfig()`` is the embedded default."""
+class RunConfig:
+    """All options of a run. Build with keywords; ``RunConfig()`` is the embedded default."""
 
     # data and partition
     dataset: str = _opt("digits", "'digits' (embedded) or a folder of label-named image folders")
@@ -162,7 +162,7 @@ class SimConfig:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], source: str = "config") -> SimConfig:
+    def from_mapping(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
         """Build from ``{key: value}`` (TOML keys use ``_`` or ``-``); unknown keys are errors."""
         known = {f.name for f in fields(cls)}
         clean = {}
@@ -226,3 +226,7 @@ def load_toml(path: Path) -> dict[str, Any]:
     if "sim" in data and isinstance(data["sim"], dict):
         data = data["sim"]
     return data
+
+
+SimConfig = RunConfig
+"""The name the sim has always used for :class:`RunConfig`."""

@@ -9,18 +9,31 @@ malformed) is retried with a fresh session, up to ``abort_retries`` times. If ev
 label discovery stops the run with :class:`LabelDiscoveryFailed`, which lists why each session
 ended: without the label union there is nothing to prompt the generator with, and a run that
 quietly fell back to random initialisation would not be the GPT-FL run that was asked for (and a
-cohort that cannot reach the threshold here would skip most rounds as well). The in-process sim
-(:func:`discover_labels`) and the Flower ServerApp share this loop (:func:`discover_with`).
+cohort that cannot reach the threshold here would skip most rounds as well).
+
+Every driver runs the same loop, :func:`discover_with`, over its own way of summing the sketches:
+the in-process sim through :func:`discover` (an aggregator over every client's sketch, or DP
+label discovery with ``--label-dp-noise``), the Flower ServerApp through :func:`discover_over`
+(one protocol session over the nodes per attempt).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..iblt import IbltParams, IbltSketch
+from ..learning.data import Dataset
+from ..privacy.label_noise import CountSketchParams, DPLabelCodec, noisy_label_counts
 from ..protocols import SecAggAbort
 from .aggregation import AggregateResult, Aggregator, SecureAggregator
+from .config import RunConfig
+
+Log = Callable[[str], None]
 
 ABORT_RETRIES = 2
 """Fresh sessions tried after an aborted one, before label discovery gives up."""
@@ -137,3 +150,67 @@ def discover_with(
                 aborts=tuple(str(a) for a in aborts),
             )
         params = params.with_capacity(2 * params.capacity)
+
+
+def label_params(config: RunConfig) -> IbltParams:
+    """The first session's sketch parameters."""
+    return IbltParams(capacity=config.label_capacity, seed=config.seed)
+
+
+def client_label_sets(parts: Sequence[Dataset]) -> dict[int, set[str]]:
+    """Each client's distinct label names (what its sketch encodes)."""
+    return {cid: {part.label_names[int(y)] for y in np.unique(part.y)}
+            for cid, part in enumerate(parts)}
+
+
+def _log_found(found: LabelDiscovery, log: Log) -> None:
+    log(f"      participants: {found.participants}; labels (complete={found.complete}): "
+        f"{json.dumps(found.counts)}")
+
+
+def discover(config: RunConfig, client_labels: Mapping[int, set[str]], aggregate: Aggregator,
+             log: Log) -> LabelDiscovery:
+    """Label-union discovery with every client's labels at hand (the in-process driver):
+    ``aggregate`` sums their sketches; DP label discovery with ``--label-dp-noise``."""
+    log(f"[1/3] label discovery: {config.clients} clients encode their label names into IBLT "
+        f"sketches, summed with secagg={config.secagg}")
+    if config.label_dp_noise is not None:
+        return discover_with_dp(config, client_labels, label_params(config), aggregate, log)
+    found = discover_labels(client_labels, label_params(config), aggregate)
+    _log_found(found, log)
+    return found
+
+
+def discover_over(config: RunConfig, sum_sketches: Callable[[IbltParams, int], AggregateResult],
+                  log: Log) -> LabelDiscovery:
+    """Label-union discovery where the driver sums the sketches (one fresh session per call of
+    ``sum_sketches(params, attempt)``): the Flower ServerApp."""
+    found = discover_with(sum_sketches, label_params(config), log=log)
+    _log_found(found, log)
+    return found
+
+
+def discover_with_dp(config: RunConfig, client_labels, params: IbltParams, aggregate,
+                     log: Log) -> LabelDiscovery:
+    """DP label discovery (:mod:`gptfl_secure.privacy.label_noise`): the union from an IBLT with
+    uniform secret weights, counts from a noised count sketch, released only at or above
+    ``--label-min-clients``. ``complete`` is withheld (None): it is derived from the union,
+    which the release guarantee (G2) requires to stay on the server. No retry: a second session
+    would be a second release."""
+    sketch_seed = int.from_bytes(os.urandom(8), "big")  # fresh, after the labels are fixed
+    codec = DPLabelCodec(params, noise_multiplier=config.label_dp_noise, cohort=config.clients,
+                         min_clients=config.label_min_clients,
+                         sketch=CountSketchParams(seed=sketch_seed))
+    release = noisy_label_counts(client_labels, codec, aggregate)
+    guarantee = codec.guarantee(config.dp_delta, union_bound=config.label_capacity,
+                                num_included=release.num_included)
+    log(f"      participants: {release.num_included}; released labels (noisy counts >= "
+        f"{config.label_min_clients}): {json.dumps(release.released)}")
+    log(f"      {guarantee.describe()}")
+    dp = {"epsilon": guarantee.epsilon, "delta": guarantee.delta,
+          "release_delta": guarantee.release_delta, "delta_threshold": guarantee.delta_threshold,
+          "noise_multiplier": config.label_dp_noise, "noise_std": release.noise_std,
+          "min_clients": config.label_min_clients, "guarantee": guarantee.describe()}
+    return LabelDiscovery(participants=release.num_included,
+                          counts=dict(sorted(release.released.items())), complete=None,
+                          capacity=params.capacity, attempts=1, dp=dp)

@@ -1,0 +1,122 @@
+"""What a run builds before its first step: the data and its partition, the downstream model,
+the server optimizer, the local-training settings, and the check that all of them can be built
+for the configuration (so a bad combination fails before any work, as a ConfigError)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..learning.audio_folder import load_audio_folder
+from ..learning.data import Dataset, load_digits_split
+from ..learning.folder import describe_folder, folder_kind, load_image_folder
+from ..learning.local import LocalTrainingConfig, model_to_vector
+from ..learning.models import build_model
+from ..learning.partition import dirichlet_partition
+from ..learning.server_opt import ServerOptimizer
+from ..privacy.dpsgd import check_dp_compatible
+from ..synth.backends import AUDIO_BACKENDS, OfflineBackend, parse_spec
+from ..synth.base import GeneratorError
+from .codecs import make_codec, make_dp_codec
+from .config import ConfigError, RunConfig
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The data of a run: the server's test split and each client's private partition."""
+
+    train: Dataset
+    test: Dataset
+    parts: list[Dataset]
+    kind: str = "image"  # or "audio": log-mel features (n, 1, 128, frames)
+
+
+def prepare_data(config: RunConfig) -> Setup:
+    """Load the data set and partition it. Raises ConfigError when the request cannot be met."""
+    kind = "image"
+    if config.dataset == "digits":
+        train, test = load_digits_split(config.test_fraction, seed=config.seed)
+    else:
+        try:
+            kind = folder_kind(config.dataset)
+            if kind == "audio":
+                train, test = load_audio_folder(config.dataset, frames=config.audio_frames,
+                                                test_fraction=config.test_fraction,
+                                                seed=config.seed)
+            else:
+                describe_folder(config.dataset)
+                train, test = load_image_folder(config.dataset, image_size=config.image_size,
+                                                test_fraction=config.test_fraction,
+                                                seed=config.seed)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"--dataset {config.dataset}: {exc}") from None
+        if len(test) == 0:
+            raise ConfigError(f"--dataset {config.dataset}: no label has 2 examples, so the test "
+                              "split is empty; add examples")
+    try:
+        parts = dirichlet_partition(train.y, config.clients, config.alpha,
+                                    min_size=config.min_client_size, seed=config.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return Setup(train, test, [train.subset(idx) for idx in parts], kind)
+
+
+def new_model(config: RunConfig, data: Dataset) -> nn.Module:
+    """The downstream model for ``data``, initialised from the run's seed."""
+    torch.manual_seed(config.seed)
+    name = config.effective_model
+    if config.model == "auto" and data.x.shape[-2] != data.x.shape[-1]:
+        name = "audio"  # (n, 1, n_mels, frames): a spectrogram
+    return build_model(name, in_channels=data.x.shape[1], num_classes=len(data.label_names),
+                       image_size=data.x.shape[-2])
+
+
+def check_buildable(config: RunConfig, setup: Setup) -> None:
+    """Build the model and the update codec once, so that a model that does not fit the data or
+    a ring that cannot hold the cohort's sum fails before any work (as a ConfigError)."""
+    try:
+        model = new_model(config, setup.train)
+    except ValueError as exc:
+        raise ConfigError(f"--model {config.effective_model}: {exc}") from None
+    dim = len(model_to_vector(model))
+    make_codec(config, dim)
+    make_dp_codec(config, dim)
+    if config.dp_sgd:
+        try:
+            check_dp_compatible(model)
+        except ValueError as exc:
+            raise ConfigError(f"--dp-sgd with --model {config.effective_model}: {exc}") from None
+    if config.init == "synthetic" and setup.kind == "audio" and (
+            parse_spec(config.generator)[0] not in AUDIO_BACKENDS):
+        raise ConfigError(f"--generator {config.generator}: this task is audio (.wav folders); "
+                          "use speecht5:MODEL[,VOCODER] or audioldm:MODEL_OR_PATH, or --init "
+                          "random")
+    if config.init == "synthetic" and config.generator == "offline":
+        try:  # the server knows its task's classes: an unrenderable one fails now, not later
+            OfflineBackend(setup.train.x.shape[-1], setup.train.x.shape[1]).check_labels(
+                setup.test.label_names)
+        except GeneratorError as exc:
+            raise ConfigError(f"--generator offline: {exc}") from None
+
+
+def new_optimizer(config: RunConfig) -> ServerOptimizer:
+    return ServerOptimizer(config.strategy, config.effective_server_lr, config.beta1,
+                           config.beta2, config.tau)
+
+
+def local_training(config: RunConfig) -> LocalTrainingConfig:
+    """Each client's local-training settings."""
+    return LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
+                               config.momentum, config.weight_decay, config.prox_mu)
+
+
+def limit_threads(threads: int) -> None:
+    """torch's intra-op pool and numpy's BLAS pool both default to every core; two pools of
+    spinning workers on a small machine slow the tiny per-client steps many times over
+    (benches/rounds_bench.py measures it)."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
