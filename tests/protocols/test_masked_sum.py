@@ -308,8 +308,13 @@ def test_an_abort_after_a_failed_reconstruction_says_so(monkeypatch):
     """Two liars among four clients at t = 3: every secret has 4 holders, two of whose shares
     break their commitments, so only 2 < t shares are usable. The abort names the failed
     reconstruction and the client, not "survivors < threshold" (every client survived), and its
-    partial record says the same."""
-    flip = lambda s: s[:-1] + bytes([s[-1] ^ 1])  # noqa: E731
+    partial record says the same. The liars flip different bits (errors of +-1 and +-8): with
+    equal errors, the first interpolation (Lagrange weights 3, -3, 1 at x = 1, 2, 3) would cancel
+    them and rebuild the right secret, which is no abort at all."""
+
+    def flip(s: bytes, bit: int) -> bytes:
+        return s[:-1] + bytes([s[-1] ^ (1 << bit)])
+
     from gptfl_secure.protocols import SecAggClient
     from gptfl_secure.protocols import messages as m
 
@@ -320,7 +325,8 @@ def test_an_abort_after_a_failed_reconstruction_says_so(monkeypatch):
         if self.id not in (0, 1):
             return out
         env = m.open_envelope(out, m.MsgType.UNMASK, self.session_id)
-        entries = [(p, k, flip(s)) for p, (k, s) in sorted(m.read_unmask(env.body).items())]
+        bit = 0 if self.id == 0 else 3
+        entries = [(p, k, flip(s, bit)) for p, (k, s) in sorted(m.read_unmask(env.body).items())]
         return m.seal(m.MsgType.UNMASK, self.session_id, self.id, m.unmask_body(entries),
                       self._identity, self._context)
 
