@@ -114,24 +114,17 @@ def identity(context: Context) -> IdentityKey:
     return IdentityKey(bytes(rec["seed"]))
 
 
-def _node_int(context: Context, key: str, default: int) -> int:
+def _node_number(context: Context, key: str, default: float, *, integer: bool = False):
+    """A numeric ``--node-config`` value (an int when ``integer``), or NodeConfigError."""
     value = context.node_config.get(key, default)
     try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or (integer and isinstance(value, float)
+                                       and not value.is_integer()):
             raise ValueError
-        return int(value)
+        return int(value) if integer else float(value)
     except (TypeError, ValueError):
-        raise NodeConfigError(f"node config {key}={value!r}: must be an integer") from None
-
-
-def _node_float(context: Context, key: str, default: float) -> float:
-    value = context.node_config.get(key, default)
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return float(value)
-    except (TypeError, ValueError):
-        raise NodeConfigError(f"node config {key}={value!r}: must be a number") from None
+        what = "an integer" if integer else "a number"
+        raise NodeConfigError(f"node config {key}={value!r}: must be {what}") from None
 
 
 def _node_bool(context: Context, key: str, default: bool) -> bool:
@@ -186,11 +179,11 @@ def node_policy(context: Context, pid: int, own_public: bytes,
             trusted[cid] = key
     try:
         return ClientPolicy(
-            trusted, min_clients=_node_int(context, "min-clients", 2),
-            max_colluders=_node_int(context, "max-colluders", 0),
-            min_threshold_fraction=_node_float(context, "min-threshold-fraction", 0.0),
+            trusted, min_clients=_node_number(context, "min-clients", 2, integer=True),
+            max_colluders=_node_number(context, "max-colluders", 0, integer=True),
+            min_threshold_fraction=_node_number(context, "min-threshold-fraction", 0.0),
             allow_secagg_plus=_node_bool(context, "secagg-plus", True),
-            corruption_rate=_node_float(context, "corruption-rate", 0.0))
+            corruption_rate=_node_number(context, "corruption-rate", 0.0))
     except ValueError as exc:
         raise NodeConfigError(f"node config: {exc}") from None
 

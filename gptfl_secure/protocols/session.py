@@ -26,6 +26,15 @@ Exchange = Callable[[Step, Mapping[int, bytes] | None], Mapping[int, bytes]]
 round, which the transport opens itself) and return {client id: reply} for the replies that
 arrived. A client that does not answer is a dropout."""
 
+
+def _per_client_totals(per_step: Mapping[Step, Mapping[int, float]]) -> dict[int, float]:
+    out: dict[int, float] = defaultdict(float)
+    for per_client in per_step.values():
+        for cid, value in per_client.items():
+            out[cid] += value
+    return dict(out)
+
+
 @dataclass
 class SessionStats:
     """Seconds and bytes per party and per round.
@@ -43,18 +52,10 @@ class SessionStats:
     server_rejected: dict[int, str] = field(default_factory=dict)
 
     def client_total_seconds(self) -> dict[int, float]:
-        out: dict[int, float] = defaultdict(float)
-        for per_client in self.client_seconds.values():
-            for cid, s in per_client.items():
-                out[cid] += s
-        return dict(out)
+        return _per_client_totals(self.client_seconds)
 
     def client_total_upload(self) -> dict[int, int]:
-        out: dict[int, int] = defaultdict(int)
-        for per_client in self.client_upload_bytes.values():
-            for cid, b in per_client.items():
-                out[cid] += b
-        return dict(out)
+        return {cid: int(b) for cid, b in _per_client_totals(self.client_upload_bytes).items()}
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,7 @@ def run_session(server: SecAggServer, identity_keys: Mapping[int, bytes], exchan
             stats.server_seconds[step] = time.perf_counter() - start
             if step is not Step.UNMASKING:
                 stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
-    except SecAggAbort as abort:
-        stats.server_rejected.update(server.rejected)
+    except SecAggAbort as abort:  # the record shares ``stats``, which ``finally`` completes
         abort.partial = MaskedSumResult.aborted(abort, server, stats, identity_keys)
         raise
     finally:
