@@ -29,6 +29,7 @@ from ..pipeline.rounds import (
     skip_round,
     train_client,
 )
+from ..pipeline.skips import doomed, skip_rule
 from ..protocols import SecAggAbort
 from ..protocols.config import Step, uploads_input
 
@@ -63,9 +64,11 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
     dropouts = dict(plan.dropouts)
     length = ctx.codec.vector_length
     contributions = {}
+    rule = skip_rule(ctx.aggregate, len(plan.sampled))  # the dropouts may doom the round: the
+    aborts = rule is not None and doomed(plan.dropouts, rule)  # sum aborts, whatever the vectors
     for cid in plan.sampled:
-        if not uploads_input(dropouts.get(cid)):
-            # never uploads: its vector is never read, so do not spend time training it
+        if aborts or not uploads_input(dropouts.get(cid)):
+            # never uploads, or the sum aborts: its vector is never read, so do not train it
             contributions[cid] = np.zeros(length, dtype=np.uint64)
             continue
         data = ctx.train_parts[cid]
