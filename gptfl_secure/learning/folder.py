@@ -157,6 +157,31 @@ def describe_folder(path: str | os.PathLike[str]) -> dict[str, int]:
     return {label: len(files) for label, files in _scan(path).items()}
 
 
+def resize_notice(path: str | os.PathLike[str], image_size: int,
+                  per_label: int = 20) -> str | None:
+    """One line telling that the folder's images are resized to ``image_size`` square (from
+    the sizes of the first ``per_label`` images of every label, read from their headers), or
+    None when those are all already that size. Unreadable files are left to the loader."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], int] = {}
+    for files in _scan(path).values():
+        for file in files[:per_label]:
+            try:
+                with Image.open(file) as img:
+                    size = img.size
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                continue
+            sizes[size] = sizes.get(size, 0) + 1
+    other = sorted((n, s) for s, n in sizes.items() if s != (image_size, image_size))
+    if not other:
+        return None
+    shown = ", ".join(f"{w}x{h}" for _, (w, h) in reversed(other[-3:]))
+    more = f" and {len(other) - 3} more sizes" if len(other) > 3 else ""
+    return (f"      images of {shown}{more} are resized to {image_size}x{image_size} "
+            f"(--image-size {image_size}; aspect ratio not kept)")
+
+
 def _read_image(file: Path, image_size: int, mode: str) -> np.ndarray:
     """One image as a uint8 array (H, W) or (H, W, 3) of the requested size and mode."""
     from PIL import Image, ImageOps

@@ -8,6 +8,7 @@ paper's centralized training on synthetic data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,15 @@ class PretrainConfig:
             raise ValueError(f"batch_size={self.batch_size}: must be an int >= 1")
 
 
-def pretrain(model: nn.Module, synthetic: Dataset, config: PretrainConfig, seed: int) -> nn.Module:
-    """Train ``model`` in place on ``synthetic``; deterministic in ``seed``. Returns the model."""
+EpochHook = Callable[[int, float, float], None]
+"""``on_epoch(epoch, mean training loss, training accuracy)``, epochs counted from 1."""
+
+
+def pretrain(model: nn.Module, synthetic: Dataset, config: PretrainConfig, seed: int,
+             on_epoch: EpochHook | None = None) -> nn.Module:
+    """Train ``model`` in place on ``synthetic``; deterministic in ``seed``. Returns the model.
+    ``on_epoch`` sees each epoch's mean loss and accuracy over its batches (as trained: the
+    model changes during the epoch); the weights do not depend on it."""
     if len(synthetic) == 0:
         raise ValueError("the synthetic set is empty: nothing to pretrain on")
     torch.manual_seed(seed)
@@ -48,14 +56,22 @@ def pretrain(model: nn.Module, synthetic: Dataset, config: PretrainConfig, seed:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs *
                                                           steps_per_epoch)
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         order = torch.from_numpy(rng.permutation(len(synthetic)))
+        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
         for start in range(0, len(synthetic), config.batch_size):
             idx = order[start:start + config.batch_size]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            logits = model(x[idx])
+            loss = nn.functional.cross_entropy(logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             schedule.step()
+            if on_epoch is not None:
+                loss_sum += loss.detach() * len(idx)
+                correct += (logits.detach().argmax(1) == y[idx]).sum()
+        if on_epoch is not None:
+            n = len(synthetic)
+            on_epoch(epoch, loss_sum.item() / n, correct.item() / n)
     model.eval()
     return model

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,11 +52,15 @@ def write_metrics_csv(path: Path, rounds: Sequence[dict]) -> None:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in ROUND_COLUMNS})
 
 
-def plot_series(path: Path, rounds: Sequence[dict], key: str, ylabel: str, title: str) -> None:
-    """One line of ``key`` per round (skipped rounds and missing values left out)."""
+def plot_series(path: Path, rounds: Sequence[dict], key: str, ylabel: str, title: str,
+                start: float | None = None) -> None:
+    """One line of ``key`` per round (skipped rounds and missing values left out); ``start``,
+    when given, is the value before round 1, drawn at round 0."""
     plt = _pyplot()
 
     points = [(r["round"], r[key]) for r in rounds if r.get(key) is not None and not r["skipped"]]
+    if start is not None:
+        points.insert(0, (0, start))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if points:
         xs, ys = zip(*points, strict=True)
@@ -97,11 +102,24 @@ def summarize_session(name: str, result: AggregateResult | None) -> dict:
 def plot_samples(path: Path, data, per_label: int = 8) -> None:
     """A grid of generated examples: one row per class, ``per_label`` columns."""
     plt = _pyplot()
+    fig = sample_grid(data, per_label)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sample_grid(data, per_label: int = 8):
+    """The figure of :func:`plot_samples`: images keep their aspect ratio (square pixels);
+    long feature maps (log-mel frames) fill their cell."""
+    plt = _pyplot()
     import numpy as np
 
     classes = [c for c in range(len(data.label_names)) if np.any(data.y == c)]
+    height, width = data.x.shape[-2:]
+    # square pixels for images; log-mel features (many frames, few bands) fill their cell
+    aspect = "equal" if max(height, width) <= 2 * min(height, width) else "auto"
     fig, axes = plt.subplots(len(classes), per_label, squeeze=False,
-                             figsize=(per_label * 0.8, len(classes) * 0.8))
+                             figsize=(per_label * 0.8, len(classes) * 0.8 * (
+                                 height / width if aspect == "equal" else 1)))
     for row, c in enumerate(classes):
         idx = np.flatnonzero(data.y == c)[:per_label]
         for col in range(per_label):
@@ -111,11 +129,10 @@ def plot_samples(path: Path, data, per_label: int = 8) -> None:
                 img = data.x[idx[col]]
                 img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
                 scale = {"vmin": 0, "vmax": 1} if 0 <= img.min() and img.max() <= 1 else {}
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, aspect="auto", **scale)
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, aspect=aspect, **scale)
         axes[row][0].set_title(data.label_names[c], fontsize=7, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_comparison(path: Path, arms: dict) -> None:
@@ -195,15 +212,32 @@ class SessionRecorder:
             self.sessions.append(entry)
 
 
+def written_since(out: Path, since: float) -> list[str]:
+    """What a run wrote to ``out``: the files modified at or after ``since`` (a ``time.time()``,
+    floored to the second), relative to ``out``, sorted; a sub-folder's files as one entry
+    ``folder/ (N files)``."""
+    since = math.floor(since)
+    names: list[str] = []
+    for entry in sorted(Path(out).iterdir()):
+        if entry.is_dir():
+            count = sum(1 for f in entry.rglob("*") if f.is_file() and f.stat().st_mtime >= since)
+            if count:
+                names.append(f"{entry.name}/ ({count} file{'s' if count != 1 else ''})")
+        elif entry.is_file() and entry.stat().st_mtime >= since:
+            names.append(entry.name)
+    return names
+
+
 def final_metrics(state: RunState) -> dict:
     """The content of ``metrics.json``: the configuration, label discovery, pretraining, one row
-    per round, the final test accuracy and the privacy guarantee."""
+    per round, the starting model's and the final test accuracy and the privacy guarantee."""
     rounds = state.rounds
     return {
         "config": state.config.to_json(),
         "label_discovery": state.label_discovery,
         "pretrain": state.pretrain,
         "rounds": rounds,
+        "initial_test_accuracy": state.initial_accuracy,
         "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
         "privacy": privacy_report(state),
     }
@@ -215,7 +249,8 @@ def write_outputs(out: Path, state: RunState) -> dict:
     write_json(out / "metrics.json", metrics)
     write_metrics_csv(out / "metrics.csv", state.rounds)
     plot_series(out / "accuracy.png", state.rounds, "test_accuracy", "test accuracy",
-                "server test accuracy per round")
+                "server test accuracy per round (0: the starting model)",
+                start=state.initial_accuracy)
     plot_series(out / "gradient_diversity.png", state.rounds, "gradient_diversity",
                 "gradient diversity", "Σ||Δ_i||² / ||ΣΔ_i||² per round")
     write_json(out / "transcript_summary.json", state.transcript)

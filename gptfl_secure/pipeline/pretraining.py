@@ -3,7 +3,9 @@ pretraining of the initial global model, and the run state the rounds start from
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..learning.data import Dataset
@@ -41,7 +43,8 @@ def synthetic_set(config: RunConfig, setup: Setup, labels, log: Log,
                            prompt_model=config.prompt_model, seed=config.seed)
     cache = SyntheticCache(config.effective_cache_dir)
     data = build_synthetic_set(generator, prompts, config.synthetic_per_label, names,
-                               config.seed, cache, setup.train.x.shape[1:], progress=progress)
+                               config.seed, cache, setup.train.x.shape[1:], progress=progress,
+                               log=log)
     log(f"      {len(data)} synthetic examples from {generator.name} ({cache.hits} labels from "
         f"the cache, {cache.misses} generated)")
     return data
@@ -62,8 +65,10 @@ def pretrain_on_synthetic(config: RunConfig, setup: Setup, labels, log: Log,
     if out is not None:
         outputs.plot_samples(out / "synthetic_samples.png", data)
     model = new_model(config, setup.train)
-    pretrain(model, data, PretrainConfig(config.pretrain_epochs, config.pretrain_lr,
-                                         config.pretrain_weight_decay), seed=config.seed)
+    with epoch_progress(config.pretrain_epochs, log, progress) as on_epoch:
+        pretrain(model, data, PretrainConfig(config.pretrain_epochs, config.pretrain_lr,
+                                             config.pretrain_weight_decay), seed=config.seed,
+                 on_epoch=on_epoch)
     accuracy = evaluate(model, setup.test)
     log(f"      pretrained {config.pretrain_epochs} epochs on the synthetic set: test accuracy "
         f"{accuracy:.4f}")
@@ -71,21 +76,48 @@ def pretrain_on_synthetic(config: RunConfig, setup: Setup, labels, log: Log,
                    "generator": config.generator}
 
 
+@contextmanager
+def epoch_progress(epochs: int, log: Log, progress: bool):
+    """The pretraining's ``on_epoch`` hook: a bar of epochs with the loss and accuracy with
+    ``progress``, else one line per epoch."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=epochs, desc="      pretraining", unit="epoch", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+
+    def on_epoch(epoch: int, loss: float, accuracy: float) -> None:
+        if progress:
+            bar.set_postfix({"loss": f"{loss:.3f}", "acc": f"{accuracy:.3f}"}, refresh=False)
+            bar.update(1)
+        else:
+            log(f"      pretraining epoch {epoch}/{epochs}: loss {loss:.4f}, accuracy "
+                f"{accuracy:.4f} (on the synthetic set, as trained)")
+
+    try:
+        yield on_epoch
+    finally:
+        bar.close()
+
+
 def initial_state(config: RunConfig, setup: Setup, found: LabelDiscovery,
                   sessions: list[dict], log: Log, out: Path | None = None,
                   progress: bool = False) -> RunState:
     """The run state before round 1: label discovery's result (``sessions``: its recorded
     sessions) and the initial global model, pretrained on synthetic data for ``--init
-    synthetic``."""
+    synthetic``, with its test accuracy (round 0 of ``accuracy.png``)."""
     log(f"[2/3] initial model: {config.init} {config.effective_model}")
     model = new_model(config, setup.train)
     pretrain_report = None
     if config.init == "synthetic":
         model, pretrain_report = pretrain_on_synthetic(config, setup, found.counts, log,
                                                        out=out, progress=progress)
+        start_accuracy = pretrain_report["test_accuracy"]
+    else:
+        start_accuracy = evaluate(model, setup.test)
+        log(f"      random initial model: test accuracy {start_accuracy:.4f}")
     summary = outputs.summarize_session("label_discovery", found.session)
     summary["sessions"] = sessions
     return RunState(config=config, label_discovery=found.to_json(), pretrain=pretrain_report,
                     global_vector=model_to_vector(model),
                     optimizer_state=new_optimizer(config).state_dict(),
-                    transcript=[summary])
+                    transcript=[summary], initial_accuracy=start_accuracy)

@@ -32,6 +32,7 @@ class RunState:
     rounds: list[dict] = field(default_factory=list)
     transcript: list[dict] = field(default_factory=list)
     dpsgd_history: dict[str, list[list[float]]] = field(default_factory=dict)  # client -> spends
+    initial_accuracy: float | None = None  # the starting model's test accuracy ("round 0")
 
     @property
     def next_round(self) -> int:
@@ -42,7 +43,7 @@ def save_checkpoint(out: Path, state: RunState) -> None:
     meta = {"config": state.config.to_json(), "label_discovery": state.label_discovery,
             "pretrain": state.pretrain, "rounds": state.rounds, "transcript": state.transcript,
             "has_moments": state.optimizer_state["m"] is not None,
-            "dpsgd_history": state.dpsgd_history}
+            "dpsgd_history": state.dpsgd_history, "initial_accuracy": state.initial_accuracy}
     arrays = {"global_vector": state.global_vector,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     if meta["has_moments"]:
@@ -72,4 +73,5 @@ def load_checkpoint(out: Path) -> RunState:
                     label_discovery=meta["label_discovery"], pretrain=meta["pretrain"],
                     global_vector=vector, optimizer_state=moments, rounds=meta["rounds"],
                     transcript=meta["transcript"],
-                    dpsgd_history=meta.get("dpsgd_history", {}))
+                    dpsgd_history=meta.get("dpsgd_history", {}),
+                    initial_accuracy=meta.get("initial_accuracy"))

@@ -10,22 +10,39 @@ before any work, naming the flag and the allowed range.
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
+from ..learning.folder import folder_kind, resize_notice
 from ..pipeline.config import ConfigError, SimConfig, flag, load_toml
-from ..pipeline.outputs import write_outputs
+from ..pipeline.eta import plural, rough_estimate
+from ..pipeline.outputs import write_outputs, written_since
 from ..pipeline.setup import check_buildable, prepare_data
-from ..pipeline.state import load_checkpoint, save_checkpoint
+from ..pipeline.skips import skip_warning
+from ..pipeline.state import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compare import run_comparison, write_comparison
 from .run import run_rounds, start
+
+MODULE_PROG = "python -m gptfl_secure.sim"
+SCRIPT_PROG = "gptfl-sim"
+"""How the sim is started: ``python -m`` or the console script (pyproject's
+``[project.scripts]``); usage lines and the printed ``--resume`` command say the one used."""
+
+
+def program() -> str:
+    """The command that started this process: the console script's name or ``python -m``."""
+    return SCRIPT_PROG if Path(sys.argv[0]).name == SCRIPT_PROG else MODULE_PROG
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m gptfl_secure.sim",
+        prog=program(),
         description="GPT-FL on secure aggregation: label discovery and federated rounds, every "
                     "sum through the masked-sum protocol.",
         argument_default=argparse.SUPPRESS,
@@ -38,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             p.add_argument(flag(f.name), dest=f.name, action="store_true", help=meta["help"])
             continue
+        # a help text that already explains its default ("default: ...") is not given another
+        stated = "default:" in meta["help"]
         p.add_argument(flag(f.name), dest=f.name, type=kind, choices=meta["choices"],
                        metavar=None if meta["choices"] else f.name.upper(),
-                       help=f"{meta['help']} (default: {default})")
+                       help=meta["help"] if stated else f"{meta['help']} (default: {default})")
     p.add_argument("--resume", type=Path, metavar="DIR",
                    help="continue the killed run in DIR with its stored configuration")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>/)")
@@ -57,9 +76,55 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                                   if "config" in args else "flags")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM during a run; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals(handler):
+    """SIGINT and SIGTERM go to ``handler`` for the duration (the previous handlers come back
+    after); off the main thread, where signals cannot be handled, nothing changes."""
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the sim. Returns 0; or, interrupted by Ctrl-C (SIGINT) or SIGTERM, 128 + the
+    signal's number (130, 143) after writing the outputs of the completed rounds (from the last
+    checkpoint) and printing the ``--resume`` command that continues the run."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    since = time.time()
+    place: list[Path] = []  # the output folder, once known
+    with _signals(_raise_interrupted):
+        try:
+            return _run(parser, args, since, place)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+    # a checkpoint is this run's when it resumed from it or wrote it
+    resumable = [out for out in place if (out / CHECKPOINT).is_file() and (
+        "resume" in args or (out / CHECKPOINT).stat().st_mtime >= math.floor(since))]
+    return _interrupted(resumable[0] if resumable else None, signum, since)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, since: float,
+         place: list[Path]) -> int:
     progress = getattr(args, "progress", True)
     try:
         if "resume" in args:
@@ -80,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
 
+    place.append(out)
     out.mkdir(parents=True, exist_ok=True)
+    _before_work(config, setup, fresh=state is None)
     if state is None:
         state = start(config, setup, print, out=out, progress=progress)
         save_checkpoint(out, state)
@@ -95,11 +162,43 @@ def main(argv: list[str] | None = None) -> int:
     state = run_rounds(state, setup, out, print, progress=progress)
     metrics = write_outputs(out, state)
     skipped = sum(r["skipped"] for r in state.rounds)
-    print(f"final test accuracy: {metrics['final_test_accuracy']:.4f} after {config.rounds} "
-          f"rounds ({skipped} skipped below threshold)")
-    print(f"wrote {out / 'metrics.json'}, metrics.csv, accuracy.png, gradient_diversity.png, "
-          "transcript_summary.json")
+    print(f"final test accuracy: {metrics['final_test_accuracy']:.4f} after "
+          f"{plural(config.rounds, 'round')} ({skipped} skipped below threshold)")
+    print(f"wrote {out}/: {', '.join(written_since(out, since))}")
     return 0
+
+
+def _before_work(config: SimConfig, setup, fresh: bool) -> None:
+    """Notices before any work: resized images, likely skipped rounds, a rough length."""
+    if config.dataset != "digits" and folder_kind(config.dataset) == "image":
+        notice = resize_notice(config.dataset, config.image_size)
+        if notice:
+            print(notice)
+    warning = skip_warning(config.secagg, config.cohort, config.dropout, config.rounds)
+    if warning:
+        print(warning)
+    if fresh:
+        print(rough_estimate(config, setup))
+
+
+def _interrupted(out: Path | None, signum: int, since: float) -> int:
+    """Ctrl-C or SIGTERM: write the outputs of the rounds the last checkpoint in ``out`` holds
+    (None: the run has none yet) and print the command that resumes the run. Further signals are
+    ignored while this runs."""
+    with _signals(signal.SIG_IGN):
+        name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(file=sys.stderr)
+        if out is None:
+            print(f"interrupted by {name} before the run's first checkpoint (written after "
+                  "label discovery): nothing to resume; start the run again")
+            return 128 + signum
+        state = load_checkpoint(out)
+        write_outputs(out, state)
+        done = len(state.rounds)
+        print(f"interrupted by {name} after {plural(done, 'round')} of {state.config.rounds}; "
+              f"wrote {out}/: {', '.join(written_since(out, since))}")
+        print(f"resume with: {program()} --resume {shlex.quote(str(out))}")
+        return 128 + signum
 
 
 if __name__ == "__main__":

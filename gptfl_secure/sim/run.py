@@ -8,6 +8,7 @@ here, and every sum is computed here (:mod:`.rounds`).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..pipeline.codecs import DistributedDPUpdates, make_update_codec
 from ..pipeline.config import RunConfig
 from ..pipeline.discovery import client_label_sets, discover
 from ..pipeline.dp import dp_sgd_trainer, update_privacy
+from ..pipeline.eta import after_first_round
 from ..pipeline.outputs import SessionRecorder
 from ..pipeline.pretraining import initial_state
 from ..pipeline.rounds import RoundRecord, plain_local_training, record_round
@@ -66,12 +68,17 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
         "coordinates" + (f", distributed DP: {config.dp_mechanism} z={config.dp_noise_multiplier}"
                          f" L2 clip {config.dp_clip}" if dp_codec else ""))
     bar = _progress(config.rounds, state.next_round - 1, progress)
+    timed = False  # the run's length is told after its first round that trained
     try:
         for r in range(state.next_round, config.rounds + 1):
+            started = time.perf_counter()
             outcome = run_round(ctx, r, state.global_vector, optimizer)
             record_round(state, outcome, optimizer, out)
             save_checkpoint(out, state)
             rec = outcome.record
+            if not (timed or rec.skipped):
+                timed = True
+                log(after_first_round(r, time.perf_counter() - started, config.rounds - r))
             if rec.skipped:
                 log(f"      round {r} skipped: {rec.skip_reason}")
             postfix = {"acc": f"{rec.test_accuracy:.3f}",

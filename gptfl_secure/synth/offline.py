@@ -69,7 +69,8 @@ class UnrenderableLabelError(GeneratorError):
         super().__init__(
             f"the offline generator renders numbers only (digits or number words such as "
             f"'7' or 'seven') and cannot render {len(self.labels)} label(s): {listed}; "
-            f"use a generative model instead: --generator diffusers:MODEL_OR_PATH"
+            f"use a generative model instead (--generator diffusers:MODEL_OR_PATH), or skip "
+            f"the synthetic stage and start from a random model (--init random)"
         )
 
 
