@@ -18,12 +18,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..console import program
 from .report import audit_directory, format_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gptfl_secure.audit",
+        prog=program("gptfl-audit", "gptfl_secure.audit"),
         description="Audit recorded masked-sum sessions without client secrets.")
     parser.add_argument("directory", help="directory holding session-*.json records "
                                           "(searched recursively)")

@@ -14,10 +14,10 @@ from .config import RunConfig
 
 
 def format_duration(seconds: float) -> str:
-    """``under a second``, ``42 s``, ``3.5 min``, ``2.1 h``: two significant figures at most,
-    for a person."""
-    if seconds < 1:
-        return "under a second"
+    """``0.4 s``, ``42 s``, ``3.5 min``, ``2.1 h``: two significant figures at most, for a
+    person."""
+    if seconds < 0.05:
+        return "under 0.1 s"
     if seconds < 90:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
     if seconds < 90 * 60:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
+from .. import console
 from ..learning.folder import folder_kind, resize_notice
 from ..pipeline.config import ConfigError, SimConfig, flag, load_toml
 from ..pipeline.eta import plural, rough_estimate
@@ -29,15 +30,11 @@ from ..pipeline.state import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compare import run_comparison, write_comparison
 from .run import run_rounds, start
 
-MODULE_PROG = "python -m gptfl_secure.sim"
-SCRIPT_PROG = "gptfl-sim"
-"""How the sim is started: ``python -m`` or the console script (pyproject's
-``[project.scripts]``); usage lines and the printed ``--resume`` command say the one used."""
-
 
 def program() -> str:
-    """The command that started this process: the console script's name or ``python -m``."""
-    return SCRIPT_PROG if Path(sys.argv[0]).name == SCRIPT_PROG else MODULE_PROG
+    """``gptfl-sim`` (the console script) or ``python -m gptfl_secure.sim``, as started: the
+    usage line and the printed ``--resume`` command say the one used."""
+    return console.program("gptfl-sim", "gptfl_secure.sim")
 
 
 def build_parser() -> argparse.ArgumentParser:
