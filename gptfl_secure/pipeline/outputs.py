@@ -65,6 +65,13 @@ def plot_series(path: Path, rounds: Sequence[dict], key: str, ylabel: str, title
     if points:
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", markersize=3)
+    if start is not None:
+        ax.plot([0], [start], marker="s", markersize=6, linestyle="",
+                label="round 0: the starting model")
+        ax.legend(fontsize=7, loc="lower right")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -249,7 +256,7 @@ def write_outputs(out: Path, state: RunState) -> dict:
     write_json(out / "metrics.json", metrics)
     write_metrics_csv(out / "metrics.csv", state.rounds)
     plot_series(out / "accuracy.png", state.rounds, "test_accuracy", "test accuracy",
-                "server test accuracy per round (0: the starting model)",
+                "server test accuracy per round",
                 start=state.initial_accuracy)
     plot_series(out / "gradient_diversity.png", state.rounds, "gradient_diversity",
                 "gradient diversity", "Σ||Δ_i||² / ||ΣΔ_i||² per round")
