@@ -168,3 +168,14 @@ def test_generation_progress_bar_counts_examples(tmp_path, capsys):
                         {"1": ["1"], "2": ["2"]}, 3, ("1", "2"), 0, cache, (1, 8, 8),
                         progress=True)
     assert "6/6" in capsys.readouterr().err
+
+
+def test_a_folder_run_says_its_images_are_resized(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "digits28", (28, 28))
+    out = tmp_path / "run"
+    assert main(["--dataset", str(folder), "--init", "random", "--clients", "2", "--cohort",
+                 "2", "--rounds", "1", "--local-epochs", "1", "--min-client-size", "1",
+                 "--alpha", "100", "--secagg", "off", "--no-progress", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first_step = next(i for i, line in enumerate(lines) if line.startswith("[1/3]"))
+    assert any("28x28 are resized to 32x32" in line for line in lines[:first_step])
