@@ -19,6 +19,7 @@ from ..pipeline.dp import dp_sgd_trainer, update_privacy
 from ..pipeline.outputs import SessionRecorder
 from ..pipeline.pretraining import initial_state
 from ..pipeline.rounds import RoundRecord, plain_local_training, record_round
+from ..pipeline.sampling import cohort_sampling
 from ..pipeline.setup import Setup, limit_threads, local_training, new_model, new_optimizer
 from ..pipeline.state import RunState, save_checkpoint
 from .rounds import RoundContext, run_round
@@ -46,7 +47,7 @@ def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundCont
         codec=make_update_codec(config, len(state.global_vector)),
         local=local_training(config),
         aggregate=make_aggregator(config.secagg, config.dropout),
-        cohort=config.cohort, dropout=config.dropout, seed=config.seed,
+        cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
         train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training)
 
 
