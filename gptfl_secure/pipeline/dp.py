@@ -14,7 +14,6 @@ from ..privacy.distributed import DistributedDPCodec
 from ..privacy.dpsgd import DpSgdConfig, DpSgdSpend, dpsgd_epsilon, train_locally_dp
 from .codecs import make_dp_codec
 from .config import RunConfig
-from .rounds import plan_round
 from .sampling import cohort_sampling
 
 if TYPE_CHECKING:
@@ -118,8 +117,8 @@ def cohorts_known_privacy(config: RunConfig, dim: int, rounds: list[dict],
     column = {m: i for i, m in enumerate(sizes)}
     counts = np.zeros((config.clients, len(sizes)))  # client x distinct m: rounds sampled in
     for row in played:
-        plan = plan_round(row["round"], clients=config.clients, cohort=sampler, seed=config.seed)
-        counts[plan.sampled, column[row["clients_included"]]] += 1
+        sampled, _ = sampler.round_cohort(config.seed, row["round"])
+        counts[sampled, column[row["clients_included"]]] += 1
     ledger = RdpLedger()  # only for its orders
     base = np.array([_round_accountant(codec, config.clients, m).base_rdp(ledger.orders)
                      for m in sizes]).reshape(len(sizes), len(ledger.orders))
@@ -129,7 +128,7 @@ def cohorts_known_privacy(config: RunConfig, dim: int, rounds: list[dict],
             worst = max(worst, rdp_to_epsilon(ledger.orders, row_counts @ base,
                                               config.dp_delta)[0])
     most = int(counts.sum(axis=1).max()) if played else 0
-    return {"epsilon": worst, **report_, "most_rounds_one_client_joined": most}
+    return {"epsilon": worst, **report_, "most_rounds_one_client_was_sampled_in": most}
 
 
 def privacy_report(state: RunState) -> dict | None:

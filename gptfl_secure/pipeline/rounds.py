@@ -30,7 +30,7 @@ from .aggregation import AggregateResult
 from .codecs import CodecRound, RoundCodec
 from .outputs import record_transcript, summarize_session
 from .sampling import CohortOutOfRange, CohortSampling
-from .seeds import dropout_rng, sampling_rng, training_seed
+from .seeds import dropout_rng, training_seed
 from .state import RunState
 
 LocalTrainer = Callable[[nn.Module, np.ndarray, Dataset, LocalTrainingConfig, int, int],
@@ -77,7 +77,7 @@ def plan_round(r: int, *, clients: int, cohort: int | CohortSampling, seed: int,
     if sampler.clients != clients:
         raise ValueError(f"the sampler draws from {sampler.clients} clients, the round has "
                          f"{clients}")
-    sampled, skip = sampler.sample(sampling_rng(seed, r))
+    sampled, skip = sampler.round_cohort(seed, r)
     if skip is not None:
         return RoundPlan(r, seed, [int(c) for c in sampled], {}, skip)
     dropouts = sample_dropouts(sampled, dropout, dropout_rng(seed, r)) if dropout else {}

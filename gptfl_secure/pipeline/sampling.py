@@ -26,6 +26,7 @@ from scipy import stats
 
 from ..learning.partition import poisson_sample_clients, sample_clients
 from .config import RunConfig
+from .seeds import sampling_rng
 
 SAMPLING_MODES = ("fixed", "poisson")
 MIN_POISSON_COHORT = 2
@@ -107,6 +108,11 @@ class CohortSampling:
         if not self.min_size <= len(ids) <= self.cap:
             return ids, CohortOutOfRange(len(ids), self.min_size, self.cap)
         return ids, None
+
+    def round_cohort(self, seed: int, r: int) -> tuple[np.ndarray, CohortOutOfRange | None]:
+        """Round ``r``'s cohort, drawn from the run's public stream
+        :func:`~.seeds.sampling_rng` (seed, r): the same on every replay."""
+        return self.sample(sampling_rng(seed, r))
 
 
 def cohort_sampling(config: RunConfig) -> CohortSampling:
