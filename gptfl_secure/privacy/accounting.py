@@ -4,9 +4,9 @@ composed over rounds and converted to (ε, δ).
 Privacy unit: one client. Two neighbouring relations, one per sampling scheme: add/remove (a
 client's whole contribution present or absent; ``sampling="poisson"``) and replace-one (one
 client's data replaced by another's; ``sampling="without_replacement"``, the one a federated
-run's rounds are accounted with, proofs/dp-guarantees.md). Every quantity below is in the integer domain the
-noise is added in: a client's rounded vector has L2 norm <= Δ2 and L1 norm <= Δ1, and the noise
-summed over the cohort has variance V.
+run's rounds are accounted with, proofs/dp-guarantees.md). Every quantity below is in the
+integer domain the noise is added in: a client's rounded vector has L2 norm <= Δ2 and L1 norm
+<= Δ1, and the noise summed over the cohort has variance V.
 
 Per-round RDP ε(α) of the unsampled mechanism at sensitivities Δ2, Δ1 (replace-one: 2·Δ2, 2·Δ1),
 for integer orders α >= 2:
