@@ -25,7 +25,8 @@ B. Cohort size at fixed ε. Digits has 1,438 training examples, so large cohorts
    a given ε) shows the pure 1/cohort effect; 100 -> 500 at the same population shows that a
    larger q (less amplification by subsampling) needs more noise for the same ε. Per row: the
    run without DP and runs whose z is chosen with ``noise_multiplier_for_epsilon`` (the codec's
-   own accountant parameters, sampling rate cohort/clients) for ε = 0.3, 1, 3 and 8 after
+   own accountant parameters, the cohort drawn without replacement: --client-sampling fixed,
+   Wang-Balle-Kasiviswanathan's bound, as the run's own accounting) for ε = 0.3, 1, 3 and 8 after
    the rounds, and a run at z = 0.01 ("clip only": what the L2 clip and the equal weights
    cost without meaningful noise, the best a DP run can do here). --init synthetic, 10
    rounds, 2 local epochs, dropout 0 (so every round sums the whole cohort's noise and the
@@ -165,14 +166,15 @@ def initial_state(config: SimConfig) -> tuple[Setup, RunState]:
 
 def noise_for_epsilon(config: SimConfig, dim: int, target: float) -> float:
     """z with ε(rounds) = target for ``config`` (skellam: the codec's scaled clip and Δ2 do not
-    depend on z), from the same accountant parameters ``DistributedDPCodec.accountant`` uses."""
+    depend on z), from the same accountant ``pipeline.dp.update_privacy`` uses for a round that
+    sums the whole cohort: the cohort drawn without replacement, replace-one neighbours."""
     codec = make_dp_codec(replace(config, dp_noise_multiplier=1.0), dim)
     assert codec is not None and config.dp_mechanism == "skellam"
     return noise_multiplier_for_epsilon(
         target, config.rounds, config.dp_delta, mechanism=config.dp_mechanism,
         sampling_rate=config.cohort / config.clients, scaled_clip=codec.scaled_clip,
         dim=codec.vector_length, cohort=config.cohort, beta=codec.beta,
-        l2_sensitivity=codec.l2_bound)
+        l2_sensitivity=codec.l2_bound, sampling="without_replacement")
 
 
 def run_job(job: Job) -> Outcome:
@@ -219,7 +221,7 @@ def part_a_jobs(quick: bool) -> list[Job]:
 def part_b_config(clients: int, cohort: int, quick: bool) -> SimConfig:
     return SimConfig(init="synthetic", secagg="off", clients=clients, cohort=cohort, alpha=1.0,
                      min_client_size=1, dropout=0.0, rounds=5 if quick else 10, local_epochs=2,
-                     dp_clip=B_CLIP, dp_delta=DELTA, threads=1)
+                     dp_clip=B_CLIP, dp_delta=DELTA, threads=1, client_sampling="fixed")
 
 
 def part_b_jobs(quick: bool) -> list[Job]:

@@ -70,3 +70,14 @@ def sample_clients(num_clients: int, cohort: int, rng: np.random.Generator) -> n
     if not 1 <= cohort <= num_clients:
         raise ValueError(f"cohort={cohort}: must be in [1, num_clients={num_clients}]")
     return np.sort(rng.choice(num_clients, size=cohort, replace=False))
+
+
+def poisson_sample_clients(num_clients: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson sampling: each of ``num_clients`` ids independently with probability ``rate``
+    (one uniform draw per client, in id order, so the draw replays from the same ``rng``);
+    sorted, possibly empty."""
+    if not isinstance(num_clients, int | np.integer) or num_clients < 1:
+        raise ValueError(f"num_clients={num_clients}: must be a positive int")
+    if not 0 <= rate <= 1:
+        raise ValueError(f"rate={rate}: a sampling probability must be in [0, 1]")
+    return np.flatnonzero(rng.random(int(num_clients)) < rate)

@@ -24,6 +24,7 @@ from ..privacy.distributed import DistributedDPCodec
 from ..privacy.hadamard import round_seed
 from ..privacy.rng import noise_generator
 from .config import ConfigError, RunConfig
+from .sampling import cohort_sampling
 from .seeds import rounding_rng
 
 
@@ -104,9 +105,10 @@ class DistributedDPUpdates(RoundCodec):
 
 def make_codec(config: RunConfig, dim: int) -> UpdateCodec:
     """The quantizing codec for a model of ``dim`` coordinates; ConfigError when the ring
-    cannot hold the cohort's sum."""
+    cannot hold the sum of the most clients a round may sum (:attr:`CohortSampling.cap`)."""
     try:
-        return UpdateCodec(dim, config.clip, config.cohort, config.weight_cap, config.level_bits)
+        return UpdateCodec(dim, config.clip, cohort_sampling(config).cap, config.weight_cap,
+                           config.level_bits)
     except ValueError as exc:
         raise ConfigError(f"quantization: {exc}") from None
 
@@ -117,7 +119,8 @@ def make_dp_codec(config: RunConfig, dim: int) -> DistributedDPCodec | None:
         return None
     try:
         return DistributedDPCodec(dim, config.dp_clip, config.dp_noise_multiplier,
-                                  config.cohort, mechanism=config.dp_mechanism)
+                                  config.cohort, mechanism=config.dp_mechanism,
+                                  max_clients=cohort_sampling(config).cap)
     except ValueError as exc:
         raise ConfigError(f"--dp-noise-multiplier {config.dp_noise_multiplier}: {exc}") from None
 

@@ -57,6 +57,10 @@ class RunConfig:
                                 gt=0, lt=1)
     # federated rounds
     cohort: int = _opt(10, "clients sampled per round (<= clients)", ge=1)
+    client_sampling: str = _opt("auto", "how a round's cohort is drawn: fixed (exactly --cohort, "
+                                "without replacement), poisson (each client with probability "
+                                "cohort/clients), auto (poisson under --dp-noise-multiplier, "
+                                "else fixed)", choices=("auto", "poisson", "fixed"))
     rounds: int = _opt(30, "federated rounds", ge=1, le=100_000)
     strategy: str = _opt("fedavg", "server optimizer", choices=STRATEGIES)
     init: str = _opt("synthetic", "initial global model: pretrained on synthetic data (GPT-FL) or "
@@ -144,6 +148,13 @@ class RunConfig:
     @property
     def effective_server_lr(self) -> float:
         return self.server_lr if self.server_lr is not None else DEFAULT_SERVER_LR[self.strategy]
+
+    @property
+    def effective_client_sampling(self) -> str:
+        """'fixed' or 'poisson': ``client_sampling`` with 'auto' resolved."""
+        if self.client_sampling != "auto":
+            return self.client_sampling
+        return "poisson" if self.dp_noise_multiplier is not None else "fixed"
 
     @property
     def effective_cache_dir(self) -> Path:

@@ -24,13 +24,13 @@ from torch import nn
 
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig, evaluate, train_locally, vector_to_model
-from ..learning.partition import sample_clients
 from ..learning.server_opt import ServerOptimizer
 from ..protocols import STEPS, MaskedSumResult, SecAggAbort
 from .aggregation import AggregateResult
 from .codecs import CodecRound, RoundCodec
 from .outputs import record_transcript, summarize_session
-from .seeds import dropout_rng, sampling_rng, training_seed
+from .sampling import CohortOutOfRange, CohortSampling
+from .seeds import dropout_rng, training_seed
 from .state import RunState
 
 LocalTrainer = Callable[[nn.Module, np.ndarray, Dataset, LocalTrainingConfig, int, int],
@@ -52,12 +52,15 @@ def sample_dropouts(cohort: Sequence[int], rate: float, rng: np.random.Generator
 @dataclass(frozen=True)
 class RoundPlan:
     """Who takes part in round ``round``: the sampled cohort and, in the in-process driver, the
-    simulated dropouts (client id -> the protocol step it drops at)."""
+    simulated dropouts (client id -> the protocol step it drops at). ``skip`` is set when a
+    Poisson cohort is out of range: the driver then skips the round (:func:`skip_round`)
+    without training anyone."""
 
     round: int
     seed: int
     sampled: list[int]
     dropouts: dict[int, str] = field(default_factory=dict)
+    skip: CohortOutOfRange | None = None
 
     @property
     def at(self) -> CodecRound:
@@ -65,10 +68,18 @@ class RoundPlan:
         return CodecRound(self.seed, self.round)
 
 
-def plan_round(r: int, *, clients: int, cohort: int, seed: int,
+def plan_round(r: int, *, clients: int, cohort: int | CohortSampling, seed: int,
                dropout: float = 0.0) -> RoundPlan:
-    """Sample round ``r``'s cohort (and, with ``dropout`` > 0, its simulated dropouts)."""
-    sampled = sample_clients(clients, cohort, sampling_rng(seed, r))
+    """Sample round ``r``'s cohort (and, with ``dropout`` > 0, its simulated dropouts) from the
+    public stream :func:`~.seeds.sampling_rng` of (seed, r). ``cohort``: an int (exactly that
+    many, without replacement) or the run's :class:`~.sampling.CohortSampling`."""
+    sampler = cohort if isinstance(cohort, CohortSampling) else CohortSampling(clients, cohort)
+    if sampler.clients != clients:
+        raise ValueError(f"the sampler draws from {sampler.clients} clients, the round has "
+                         f"{clients}")
+    sampled, skip = sampler.round_cohort(seed, r)
+    if skip is not None:
+        return RoundPlan(r, seed, [int(c) for c in sampled], {}, skip)
     dropouts = sample_dropouts(sampled, dropout, dropout_rng(seed, r)) if dropout else {}
     return RoundPlan(r, seed, [int(c) for c in sampled], dropouts)
 
@@ -116,11 +127,11 @@ def accuracy(model: nn.Module, test: Dataset, vector: np.ndarray) -> float:
 Evaluate = Callable[[np.ndarray], float]
 
 
-def skip_round(plan: RoundPlan, abort: SecAggAbort, seconds: float, global_vector: np.ndarray,
-               evaluate_: Evaluate) -> RoundOutcome:
-    """A round whose masked sum aborted (fewer survivors than the threshold): the global model
-    and the optimizer state stay as they were; ``partial`` holds the aborted session's record,
-    for ``record-transcript``."""
+def skip_round(plan: RoundPlan, abort: SecAggAbort | CohortOutOfRange, seconds: float,
+               global_vector: np.ndarray, evaluate_: Evaluate) -> RoundOutcome:
+    """A round whose masked sum aborted (fewer survivors than the threshold), or whose Poisson
+    cohort was out of range (``plan.skip``): the global model and the optimizer state stay as
+    they were; ``partial`` holds an aborted session's record, for ``record-transcript``."""
     record = RoundRecord(plan.round, evaluate_(global_vector), len(plan.sampled), 0, 0, seconds,
                          None, skipped=True, skip_reason=str(abort))
     return RoundOutcome(record, global_vector, None, abort.partial)

@@ -1,11 +1,15 @@
 """RDP accounting for distributed DP: Skellam and distributed discrete Gaussian, subsampled,
 composed over rounds and converted to (ε, δ).
 
-Privacy unit: one client (add/remove neighbouring: a client's whole contribution is present or
-absent). Every quantity below is in the integer domain the noise is added in: a client's rounded
-vector has L2 norm <= Δ2 and L1 norm <= Δ1, and the noise summed over the cohort has variance V.
+Privacy unit: one client. Two neighbouring relations, one per sampling scheme: add/remove (a
+client's whole contribution present or absent; ``sampling="poisson"``) and replace-one (one
+client's data replaced by another's; ``sampling="without_replacement"``, the one a federated
+run's rounds are accounted with, proofs/dp-guarantees.md). Every quantity below is in the
+integer domain the noise is added in: a client's rounded vector has L2 norm <= Δ2 and L1 norm
+<= Δ1, and the noise summed over the cohort has variance V.
 
-Per-round RDP ε(α) of the unsampled mechanism, for integer orders α >= 2:
+Per-round RDP ε(α) of the unsampled mechanism at sensitivities Δ2, Δ1 (replace-one: 2·Δ2, 2·Δ1),
+for integer orders α >= 2:
 
 * Skellam, total variance V (Agarwal, Kairouz, Liu 2021, "The Skellam Mechanism for
   Differentially Private Federated Learning", NeurIPS; the multi-dimensional Skellam RDP theorem
@@ -52,12 +56,25 @@ and Canonne-Kamath-Steinke 2020's Prop. 12:
 
       ε = min_α  ε_RDP(α) + log((α-1)/α) - (log δ + log α)/(α - 1).
 
+Sampling without replacement (``sampling="without_replacement"``): a subset of exactly m of the N
+clients drawn uniformly, q = m/N, under the replace-one (substitution) neighbouring relation: one
+client's data is replaced by any other, the population and every count stay the same. The base
+curve is then the mechanism's RDP at the replace-one sensitivities 2·Δ2 and 2·Δ1 (the sum moves by
+x - x', both clipped), and Wang, Balle and Kasiviswanathan 2019 ("Subsampled Rényi Differential
+Privacy and Analytical Moments Accountant", AISTATS; Thm. 9 of arXiv:1808.00087), with
+ε(∞) = ∞ (none of these mechanisms has a bounded privacy loss), give for integer α >= 2:
+
+      ε_q(α) <= 1/(α-1) · log( 1 + q²·C(α,2)·min(4·(e^{ε(2)} - 1), 2·e^{ε(2)})
+                              + 2·Σ_{j=3}^{α} q^j·C(α,j)·e^{(j-1)·ε(j)} ),
+
+again min'ed with the unsampled ε(α) (quasi-convexity of the Rényi divergence: a subsample of D
+and of D' either coincide or are replace-one neighbours).
+
 Not covered: dropouts and variable cohorts change the noise actually added; the accountant takes
-the cohort whose noise shares are summed. A round in which only m < n clients' noise shares
-arrive has variance V·m/n: account it with ``num_included``-adjusted parameters (see
-:meth:`DistributedDPCodec.accountant`) in an :class:`RdpLedger`. Poisson subsampling is what is
-accounted; a fixed-size cohort drawn without replacement is not Poisson and the numbers are then
-the customary approximation.
+the clients whose noise shares are summed. A round in which m clients' noise shares arrive has
+variance V·m/n: account it with ``num_included``-adjusted parameters (see
+:meth:`DistributedDPCodec.accountant`) in an :class:`RdpLedger`. Which sampling and relation a
+run's rounds satisfy is argued in proofs/dp-guarantees.md.
 """
 
 from __future__ import annotations
@@ -78,6 +95,17 @@ DEFAULT_DELTA = 1e-5
 DEFAULT_ORDERS: tuple[int, ...] = tuple(range(2, 257)) + (320, 384, 448, 512)
 ACCOUNTED_MECHANISMS = (*MECHANISMS, "gaussian")
 SUBSAMPLING_BOUNDS = ("general", "gaussian-approx")
+SAMPLING_SCHEMES = ("poisson", "without_replacement")
+NEIGHBOURING = {"poisson": "add_remove", "without_replacement": "replace_one"}
+BOUNDS = {
+    "poisson": {"name": "Poisson-subsampled RDP, general upper bound (Zhu and Wang 2019)",
+                "reference": "Zhu, Wang. Poisson Subsampled Renyi Differential Privacy. "
+                             "ICML 2019"},
+    "without_replacement": {
+        "name": "RDP of sampling without replacement (Wang, Balle, Kasiviswanathan 2019, Thm. 9)",
+        "reference": "Wang, Balle, Kasiviswanathan. Subsampled Renyi Differential Privacy and "
+                     "Analytical Moments Accountant. AISTATS 2019, arXiv:1808.00087"},
+}
 
 
 # ------------------------------------------------------------------------------------- δ
@@ -157,10 +185,29 @@ def gaussian_rdp(orders: Sequence[int] | np.ndarray, noise_multiplier: float,
 
 
 # ---------------------------------------------------------------------- subsampling
+def _subsampling_grid(orders: Sequence[int] | np.ndarray, sampling_rate: float,
+                      base_rdp: Callable[[np.ndarray], np.ndarray]):
+    """Shared set-up of the binomial-sum bounds: (orders a, q, ε(l) for l = 2..max a, and the
+    (orders × l) arrays α, l, log C(α, l) with -inf where l > α)."""
+    a = _orders_array(orders)
+    q = float(sampling_rate)
+    if not 0 <= q <= 1:
+        raise ValueError(f"sampling_rate={q}: must be in [0, 1]")
+    ls = np.arange(2, int(a.max()) + 1)
+    eps_l = np.asarray(base_rdp(ls), dtype=np.float64)  # eps_l[l - 2] = ε(l)
+    alpha = a[:, None].astype(np.float64)  # (orders, 1)
+    lf = ls[None, :].astype(np.float64)  # (1, l = 2..top)
+    with np.errstate(invalid="ignore"):
+        log_binom = (special.gammaln(alpha + 1) - special.gammaln(lf + 1)
+                     - special.gammaln(np.maximum(alpha - lf, 0) + 1))
+    log_binom = np.where(lf <= alpha, log_binom, -np.inf)
+    return a, q, eps_l, alpha, lf, log_binom
+
+
 def poisson_subsampled_rdp(orders: Sequence[int] | np.ndarray, sampling_rate: float,
                            base_rdp: Callable[[np.ndarray], np.ndarray],
                            *, tight: bool = False) -> np.ndarray:
-    """RDP of the Poisson-subsampled mechanism, min'ed with the unsampled RDP.
+    """RDP of the Poisson-subsampled mechanism (add/remove), min'ed with the unsampled RDP.
 
     ``base_rdp`` maps an int array of orders to the unsampled ε(α). ``tight=False`` (default):
     Zhu & Wang 2019's general bound (module docstring), valid for every mechanism.
@@ -170,30 +217,47 @@ def poisson_subsampled_rdp(orders: Sequence[int] | np.ndarray, sampling_rate: fl
     the discrete Gaussian: using it for them is the Gaussian approximation (close to the truth
     in the Gaussian limit, i.e. large scaled clip and variance, not a guarantee).
     """
-    a = _orders_array(orders)
-    q = float(sampling_rate)
-    if not 0 <= q <= 1:
-        raise ValueError(f"sampling_rate={q}: must be in [0, 1]")
+    a, q, eps_l, alpha, lf, log_binom = _subsampling_grid(orders, sampling_rate, base_rdp)
     if q == 0:
         return np.zeros(a.shape)
-    top = int(a.max())
-    ls = np.arange(2, top + 1)
-    eps_l = np.asarray(base_rdp(ls), dtype=np.float64)  # eps_l[l - 2] = ε(l)
     if q == 1:
         return eps_l[a - 2].copy()
     log_q, log_1q = math.log(q), math.log1p(-q)
-    alpha = a[:, None].astype(np.float64)  # (orders, 1)
-    lf = ls[None, :].astype(np.float64)  # (1, l = 2..top)
-    valid = lf <= alpha
     with np.errstate(invalid="ignore", over="ignore"):
-        log_binom = (special.gammaln(alpha + 1) - special.gammaln(lf + 1)
-                     - special.gammaln(np.maximum(alpha - lf, 0) + 1))
         terms = log_binom + lf * log_q + (alpha - lf) * log_1q + (lf - 1) * eps_l[None, :]
     if not tight:
         terms = terms + np.where(lf >= 3, math.log(3.0), 0.0)
-    terms = np.where(valid, terms, -np.inf)
+    terms = np.where(np.isfinite(log_binom), terms, -np.inf)
     first = (alpha - 1) * log_1q + np.log(alpha * q - q + 1)  # (1-q)^{α-1}(αq - q + 1)
     log_a = special.logsumexp(np.concatenate([first, terms], axis=1), axis=1)
+    return np.minimum(log_a / (a - 1), eps_l[a - 2])
+
+
+def wor_subsampled_rdp(orders: Sequence[int] | np.ndarray, sampling_rate: float,
+                       base_rdp: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """RDP of the mechanism run on a uniformly drawn subset of m = q·N of N records, without
+    replacement, under the replace-one relation (Wang, Balle, Kasiviswanathan 2019, Thm. 9;
+    the formula is in the module docstring), min'ed with the unsampled RDP.
+
+    ``base_rdp`` maps an int array of orders to the unsampled replace-one ε(α) (for the sum
+    mechanisms here: at sensitivity 2·Δ2). Valid for integer orders >= 2 and every mechanism
+    (it takes ε(∞) = ∞). q = 1 gives the unsampled curve; q = 0, zero.
+    """
+    a, q, eps_l, alpha, lf, log_binom = _subsampling_grid(orders, sampling_rate, base_rdp)
+    if q == 0:
+        return np.zeros(a.shape)
+    log_q = math.log(q)
+    e2 = float(eps_l[0])
+    # log min(4(e^{ε(2)} - 1), 2 e^{ε(2)}) without overflow
+    log_second = min(math.log(4.0) + e2 + math.log(-math.expm1(-e2)) if e2 > 0 else -math.inf,
+                     math.log(2.0) + e2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        higher = math.log(2.0) + log_binom + lf * log_q + (lf - 1) * eps_l[None, :]
+        second = log_binom[:, :1] + 2 * log_q + log_second
+    terms = np.where(lf >= 3, higher, -np.inf)
+    terms = np.where(np.isfinite(log_binom), terms, -np.inf)
+    pieces = np.concatenate([np.zeros((len(a), 1)), second, terms], axis=1)
+    log_a = special.logsumexp(pieces, axis=1)
     return np.minimum(log_a / (a - 1), eps_l[a - 2])
 
 
@@ -221,13 +285,14 @@ def rdp_to_epsilon(orders: Sequence[int] | np.ndarray, rdp: np.ndarray,
 # ------------------------------------------------------------------------ accountant
 @dataclass(frozen=True)
 class PrivacyAccountant:
-    """(ε, δ) of ``rounds`` rounds of a distributed-DP sum with Poisson client sampling.
+    """(ε, δ) of ``rounds`` rounds of a distributed-DP sum with client sampling.
 
     Args:
         mechanism: 'skellam', 'dgauss' or 'gaussian' (the continuous reference, via opacus).
         noise_multiplier: z = (std of the noise summed over the cohort) / (L2 clip), the same
             meaning as DP-SGD's; in integer units the summed noise has variance V = (z·s)².
-        sampling_rate: q in [0, 1], the probability that a given client takes part in a round.
+        sampling_rate: q in [0, 1]: with Poisson sampling the probability that a given client
+            takes part in a round; without replacement, the fraction m/N of clients drawn.
         scaled_clip: s = c/γ, the clip norm in integer units (required unless 'gaussian').
         dim: coordinates noised (the padded dimension after rotation).
         cohort: n, the number of clients whose noise shares make up V (used by 'dgauss': each
@@ -238,7 +303,10 @@ class PrivacyAccountant:
         orders: integer RDP orders.
         subsampling: 'general' (Zhu-Wang's bound, proven for every mechanism; the default) or
             'gaussian-approx' (factor 1: exact for 'gaussian', an approximation for the
-            discrete mechanisms; see :func:`poisson_subsampled_rdp`).
+            discrete mechanisms; see :func:`poisson_subsampled_rdp`). Poisson sampling only.
+        sampling: 'poisson' (add/remove neighbours, Zhu-Wang's bound) or 'without_replacement'
+            (replace-one neighbours: the base curve at sensitivities 2·Δ2, 2·Δ1, and Wang, Balle
+            and Kasiviswanathan's bound, :func:`wor_subsampled_rdp`).
 
     Reveals nothing: it is a pure function of public parameters.
     """
@@ -254,6 +322,7 @@ class PrivacyAccountant:
     l1_sensitivity: float | None = None
     orders: tuple[int, ...] = field(default=DEFAULT_ORDERS)
     subsampling: str = "general"
+    sampling: str = "poisson"
 
     def __post_init__(self) -> None:
         if self.mechanism not in ACCOUNTED_MECHANISMS:
@@ -264,6 +333,11 @@ class PrivacyAccountant:
             raise ValueError(f"sampling_rate={self.sampling_rate}: must be in [0, 1]")
         if self.subsampling not in SUBSAMPLING_BOUNDS:
             raise ValueError(f"subsampling={self.subsampling!r}: one of {SUBSAMPLING_BOUNDS}")
+        if self.sampling not in SAMPLING_SCHEMES:
+            raise ValueError(f"sampling={self.sampling!r}: one of {SAMPLING_SCHEMES}")
+        if self.sampling == "without_replacement" and self.subsampling != "general":
+            raise ValueError("subsampling='gaussian-approx' has no counterpart without "
+                             "replacement: use subsampling='general'")
         if self.mechanism != "gaussian":
             s = self.scaled_clip
             if s is None or not (math.isfinite(s) and s > 0):
@@ -294,6 +368,22 @@ class PrivacyAccountant:
         return min(math.sqrt(self.dim) * self.l2, self.l2 * self.l2)
 
     @property
+    def neighbouring(self) -> str:
+        """'add_remove' (Poisson sampling) or 'replace_one' (without replacement)."""
+        return NEIGHBOURING[self.sampling]
+
+    @property
+    def bound(self) -> dict[str, str]:
+        """The subsampling bound used: ``{"name": ..., "reference": ...}``."""
+        return dict(BOUNDS[self.sampling])
+
+    @property
+    def _relation_factor(self) -> float:
+        """How far one neighbour moves the sum, in units of a client's bound: 1 (add/remove)
+        or 2 (replace-one: x - x' with both clipped)."""
+        return 2.0 if self.neighbouring == "replace_one" else 1.0
+
+    @property
     def total_variance(self) -> float:
         """V = (z·s)²: variance of the noise summed over the cohort, integer units."""
         s = 1.0 if self.mechanism == "gaussian" else float(self.scaled_clip)
@@ -311,17 +401,22 @@ class PrivacyAccountant:
 
     # ---- RDP
     def base_rdp(self, orders: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Per-round RDP without subsampling, at ``orders``."""
+        """Per-round RDP without subsampling, at ``orders``, for the neighbouring relation of
+        ``sampling`` (replace-one doubles both sensitivities)."""
+        f = self._relation_factor
+        l2, l1 = f * self.l2, f * self.l1
         if self.mechanism == "skellam":
-            return skellam_rdp(orders, self.l2, self.l1, self.total_variance)
+            return skellam_rdp(orders, l2, l1, self.total_variance)
         if self.mechanism == "dgauss":
-            return distributed_dgauss_rdp(orders, self.l2, self.l1, self.client_sigma,
+            return distributed_dgauss_rdp(orders, l2, l1, self.client_sigma,
                                           self.cohort, self.dim)
-        return gaussian_rdp(orders, self.noise_multiplier / self.l2, 1.0)
+        return gaussian_rdp(orders, self.noise_multiplier / l2, 1.0)
 
     @cached_property
     def rdp(self) -> np.ndarray:
-        """Per-round RDP with Poisson subsampling at rate q, at ``self.orders``."""
+        """Per-round RDP with subsampling at rate q (``sampling``), at ``self.orders``."""
+        if self.sampling == "without_replacement":
+            return wor_subsampled_rdp(self.orders, self.sampling_rate, self.base_rdp)
         if self.mechanism == "gaussian":
             return gaussian_rdp(self.orders, self.noise_multiplier / self.l2, self.sampling_rate)
         return poisson_subsampled_rdp(self.orders, self.sampling_rate, self.base_rdp,

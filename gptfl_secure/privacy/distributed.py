@@ -274,9 +274,10 @@ class DistributedDPCodec:
 
     # ------------------------------------------------------------------ accounting
     def accountant(self, sampling_rate: float, num_included: int | None = None, *,
-                   subsampling: str = "general",
+                   subsampling: str = "general", sampling: str = "poisson",
                    orders: tuple[int, ...] = DEFAULT_ORDERS) -> PrivacyAccountant:
-        """The accountant of this codec's rounds at client sampling rate q.
+        """The accountant of this codec's rounds at client sampling rate q (``sampling``:
+        'poisson' or 'without_replacement', see :class:`PrivacyAccountant`).
 
         ``num_included`` = m accounts a round in which m clients' noise shares were summed
         (variance V·m/n); the default assumes exactly the cohort. For a guarantee that holds
@@ -296,6 +297,7 @@ class DistributedDPCodec:
             l2_sensitivity=self.l2_bound,
             orders=orders,
             subsampling=subsampling,
+            sampling=sampling,
         )
 
     # ------------------------------------------------------------------ internals

@@ -29,6 +29,7 @@ from ..pipeline.rounds import (
     skip_round,
     train_client,
 )
+from ..pipeline.sampling import CohortSampling
 from ..pipeline.skips import doomed, skip_rule
 from ..protocols import SecAggAbort
 from ..protocols.config import Step, uploads_input
@@ -45,7 +46,7 @@ class RoundContext:
     codec: RoundCodec
     local: LocalTrainingConfig
     aggregate: Aggregator
-    cohort: int
+    cohort: int | CohortSampling  # the run's sampler (an int: exactly that many)
     dropout: float
     seed: int
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
@@ -61,6 +62,8 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
     skip_round`)."""
     plan = plan_round(r, clients=len(ctx.train_parts), cohort=ctx.cohort, seed=ctx.seed,
                       dropout=ctx.dropout)
+    if plan.skip is not None:  # a Poisson cohort out of range: nobody trains
+        return skip_round(plan, plan.skip, 0.0, global_vector, ctx.evaluate)
     dropouts = dict(plan.dropouts)
     length = ctx.codec.vector_length
     contributions = {}

@@ -21,6 +21,7 @@ from ..pipeline.eta import after_first_round
 from ..pipeline.outputs import SessionRecorder
 from ..pipeline.pretraining import initial_state
 from ..pipeline.rounds import RoundRecord, plain_local_training, record_round
+from ..pipeline.sampling import cohort_sampling
 from ..pipeline.setup import Setup, limit_threads, local_training, new_model, new_optimizer
 from ..pipeline.state import RunState, save_checkpoint
 from .rounds import RoundContext, run_round
@@ -48,7 +49,7 @@ def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundCont
         codec=make_update_codec(config, len(state.global_vector)),
         local=local_training(config),
         aggregate=make_aggregator(config.secagg, config.dropout),
-        cohort=config.cohort, dropout=config.dropout, seed=config.seed,
+        cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
         train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training)
 
 
