@@ -154,8 +154,10 @@ def run_once(arm: str, index: int, args: argparse.Namespace, work: Path) -> dict
         task |= {"timeout": 600.0}
     with Deployment(work, args.nodes, args.port, args.node_port) as deployment:
         start = time.time()
+        extra = args.project_config if arm == "project" else args.flower_config
         run = deployment.spawn(["flwr", "run", str(APPS[arm]), "bench", "--stream",
-                                "--run-config", run_config_arg(task)], "run.log",
+                                "--run-config", run_config_arg(task),
+                                *(["--run-config", extra] if extra else [])], "run.log",
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         done: dict[int, float] = {}
         log = (work / "run.log").open("w")
@@ -178,7 +180,8 @@ def run_once(arm: str, index: int, args: argparse.Namespace, work: Path) -> dict
         reader.join(5)
         wall = time.time() - start
     if code != 0 or len(done) < args.rounds:
-        raise RuntimeError(f"{arm} run {index}: exit {code}, rounds done {sorted(done)}; see "
+        raise RuntimeError(f"{arm} run {index}: exit {code}, rounds whose end line "
+                           f"({ROUND_DONE.pattern!r}) was streamed: {sorted(done)}; see "
                            f"{work / 'run.log'}")
     rounds = (project_rounds if arm == "project" else flower_rounds)(out, args.rounds)
     for r, row in rounds.items():
@@ -197,6 +200,8 @@ def project_rounds(out: Path, rounds: int) -> dict[int, dict]:
         exchanges = rec.get("exchanges")
         if exchanges is None:
             exchanges = sum(g.startswith(f"round{r}/") for g in groups)
+        elif isinstance(exchanges, list):  # the round's exchanges themselves
+            exchanges = len(exchanges)
         rows[r] = {"exchanges": exchanges, "upload_bytes": rec["upload_bytes_per_client"]}
     assert sorted(rows) == list(range(1, rounds + 1)), f"rounds in metrics.json: {sorted(rows)}"
     return rows
@@ -258,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="2 rounds, 1 repeat, 1 local epoch (checks the bench works)")
     parser.add_argument("--port", type=int, default=9392, help="SuperLink port")
     parser.add_argument("--node-port", type=int, default=9400, help="first SuperNode port")
+    parser.add_argument("--project-config", default="",
+                        help="more run-config pairs for the project's app, e.g. 'secagg=plus'")
+    parser.add_argument("--flower-config", default="",
+                        help="more run-config pairs for the Flower app, e.g. 'num-shares=3'")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     parser.add_argument("--work", type=Path, default=None,
                         help="where the runs' logs and outputs go (default: a new temp dir)")
