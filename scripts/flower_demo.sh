@@ -32,7 +32,9 @@ EXTRA=${1:-}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gptfl-flower-demo.XXXXXX")
-export GPTFL_DEMO_TAG=${GPTFL_DEMO_TAG:-$$-$(basename "$WORK")}
+# Unique to this run, so that the clean-up never touches a process it did not start; an inherited
+# tag (a caller's marker) is kept as a prefix, which lets the caller find the run's processes.
+export GPTFL_DEMO_TAG=${GPTFL_DEMO_TAG:+$GPTFL_DEMO_TAG/}$$-$(basename "$WORK")
 export FLWR_HOME=$WORK/flwr-home
 export PATH=$BIN:$PATH
 # a SuperNode looks for work every FLWR_SUPEREXEC_TASK_POLL_INTERVAL seconds (default 1)

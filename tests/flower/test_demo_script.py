@@ -3,10 +3,10 @@ started when interrupted: Ctrl-C (SIGINT to the foreground process group) or SIG
 sent once the first federated round has started (the ClientApp processes are then training).
 
 Each run carries a unique ``GPTFL_DEMO_TAG`` in its environment, which every process the demo
-starts inherits (the SuperLink, the SuperNodes, the SuperExec and ServerApp/ClientApp processes
-Flower spawns, ``flwr run``, ``tee``); the test finds them by it. ``make`` is run with
-``-o <stamp>`` and a ``VENV`` whose ``bin`` links to the running interpreter's, so it cannot
-install anything: it only runs the recipe.
+starts inherits, extended by the script (the SuperLink, the SuperNodes, the SuperExec and
+ServerApp/ClientApp processes Flower spawns, ``flwr run``, ``tee``); the test finds them by it.
+``make`` is run with ``-o <stamp>`` and a ``VENV`` whose ``bin`` links to the running
+interpreter's, so it cannot install anything: it only runs the recipe.
 """
 
 from __future__ import annotations
@@ -58,14 +58,16 @@ def _ports() -> tuple[int, int]:
 
 
 def tagged(tag: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose environment holds ``GPTFL_DEMO_TAG=tag``."""
-    needle = f"GPTFL_DEMO_TAG={tag}".encode()
+    """Pids of live (non-zombie) processes whose environment holds ``GPTFL_DEMO_TAG=tag`` (make,
+    the script) or ``GPTFL_DEMO_TAG=tag/...`` (what the script started: it extends the tag)."""
+    exact = f"GPTFL_DEMO_TAG={tag}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+            if not any(var == exact or var.startswith(exact + b"/")
+                       for var in (entry / "environ").read_bytes().split(b"\0")):
                 continue
             if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 pids.append(int(entry.name))
