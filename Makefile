@@ -44,8 +44,12 @@ $(FLOWER_STAMP): pyproject.toml | $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,flower]'
 	touch $(FLOWER_STAMP)
 
+# exec: make's SIGTERM (which make forwards to its child) and Ctrl-C reach the script itself,
+# whose clean-up stops every process of the demo. PORT, NODE_PORT, NODES, ROUNDS, LOCAL_EPOCHS
+# come from the environment; ARGS are extra run-config pairs.
+DEMO_OUT ?= runs/flower-demo
 flower-demo: $(FLOWER_STAMP)
-	PYTHON_BIN=$(abspath $(VENV))/bin OUT=runs/flower-demo scripts/flower_demo.sh "$(ARGS)"
+	exec env PYTHON_BIN=$(abspath $(VENV))/bin OUT=$(DEMO_OUT) scripts/flower_demo.sh "$(ARGS)"
 
 test-flower: $(FLOWER_STAMP)
 	$(PY) -m pytest tests/flower -m "slow or not slow" $(PYTEST_ARGS)

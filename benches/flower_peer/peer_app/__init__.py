@@ -1,0 +1,1 @@
+"""Flower's SecAgg+ on the gptfl-secure task (see ../pyproject.toml)."""

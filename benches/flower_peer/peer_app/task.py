@@ -1,0 +1,31 @@
+"""The task both apps share: the run config's task keys as a gptfl_secure SimConfig, its data
+(partitions from the same seed), model and local training. Imports torch: call only where
+training or evaluation happens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+TASK_KEYS = ("dataset", "clients", "alpha", "min-client-size", "test-fraction", "lr",
+             "local-epochs", "batch-size", "momentum", "weight-decay", "seed", "threads")
+
+
+def sim_config(run_config: Mapping[str, Any]):
+    """The gptfl_secure run configuration of the task keys (random init: pretraining is not
+    part of a round)."""
+    from gptfl_secure.pipeline.config import SimConfig
+
+    return SimConfig.from_mapping({k: run_config[k] for k in TASK_KEYS if k in run_config}
+                                  | {"init": "random", "cohort": int(run_config["clients"])},
+                                  source="peer run config")
+
+
+def load(run_config: Mapping[str, Any]):
+    """(config, data set-up, model) of the task, threads limited as the gptfl-secure app does."""
+    from gptfl_secure.pipeline.setup import limit_threads, new_model, prepare_data
+
+    config = sim_config(run_config)
+    limit_threads(config.threads)
+    setup = prepare_data(config)
+    return config, setup, new_model(config, setup.train)
