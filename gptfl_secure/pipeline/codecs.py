@@ -117,7 +117,8 @@ def make_dp_codec(config: RunConfig, dim: int) -> DistributedDPCodec | None:
         return None
     try:
         return DistributedDPCodec(dim, config.dp_clip, config.dp_noise_multiplier,
-                                  config.cohort, mechanism=config.dp_mechanism)
+                                  config.cohort, mechanism=config.dp_mechanism,
+                                  max_clients=config.cohort + config.dp_audit_canaries)
     except ValueError as exc:
         raise ConfigError(f"--dp-noise-multiplier {config.dp_noise_multiplier}: {exc}") from None
 

@@ -32,6 +32,7 @@ class RunState:
     rounds: list[dict] = field(default_factory=list)
     transcript: list[dict] = field(default_factory=list)
     dpsgd_history: dict[str, list[list[float]]] = field(default_factory=dict)  # client -> spends
+    initial_vector: np.ndarray | None = None  # the model before round 1, for a canary audit
 
     @property
     def next_round(self) -> int:
@@ -45,6 +46,8 @@ def save_checkpoint(out: Path, state: RunState) -> None:
             "dpsgd_history": state.dpsgd_history}
     arrays = {"global_vector": state.global_vector,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    if state.initial_vector is not None:
+        arrays["initial_vector"] = state.initial_vector
     if meta["has_moments"]:
         arrays["m"] = state.optimizer_state["m"]
         arrays["v"] = state.optimizer_state["v"]
@@ -66,10 +69,11 @@ def load_checkpoint(out: Path) -> RunState:
             vector = data["global_vector"].copy()
             moments = ({"m": data["m"].copy(), "v": data["v"].copy()} if meta["has_moments"]
                        else {"m": None, "v": None})
+            initial = data["initial_vector"].copy() if "initial_vector" in data else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"--resume {out}: {CHECKPOINT} is unreadable ({exc})") from None
     return RunState(config=RunConfig.from_mapping(meta["config"], source=str(path)),
                     label_discovery=meta["label_discovery"], pretrain=meta["pretrain"],
                     global_vector=vector, optimizer_state=moments, rounds=meta["rounds"],
                     transcript=meta["transcript"],
-                    dpsgd_history=meta.get("dpsgd_history", {}))
+                    dpsgd_history=meta.get("dpsgd_history", {}), initial_vector=initial)
