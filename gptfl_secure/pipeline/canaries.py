@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from .rounds import RoundPlan
 
 METHOD = ("one-shot canary audit (Andrew et al., ICLR 2024): cosines of the final model delta "
-          "with inserted and held-out random canary directions, ε of the two fitted Gaussians "
-          "at δ")
+          "with inserted random canary directions, ε at δ of their fitted Gaussian against the "
+          "null N(0, 1/dim); held-out directions check the null")
 
 
 def canary_design(config: RunConfig, dim: int) -> CanaryDesign | None:
@@ -141,7 +141,8 @@ def empirical_privacy(state: RunState) -> dict | None:
     delta = np.asarray(state.global_vector, dtype=np.float64) - state.initial_vector
     try:
         cos_in, cos_out = design.cosines(delta)
-        estimate = estimate_epsilon(cos_in, cos_out, config.dp_delta, seed=config.seed)
+        estimate = estimate_epsilon(cos_in, cos_out, config.dp_delta, design.dim,
+                                    seed=config.seed)
     except ValueError as exc:
         return {"empirical_epsilon": None, "empirical": {**details, "error": str(exc)}}
     return {"empirical_epsilon": estimate.epsilon, "empirical": {**details,

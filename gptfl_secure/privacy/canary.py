@@ -14,10 +14,13 @@ exactly the real clients' shares, the mechanism the accountant describes.
 
 After training, the statistic of canary j is the cosine between the final model delta
 (final - initial) and u_j. A held-out direction is independent of the run, so its cosine follows
-the null distribution (≈ N(0, 1/dim)); an inserted one is shifted by its own contributions. The
-estimate (:func:`estimate_epsilon`) fits one Gaussian to each set and reports the ε, at the run's
-δ, of that pair of Gaussians (:func:`gaussian_pair_epsilon`, computed exactly from the privacy
-loss of two Gaussians, both directions), with a bootstrap percentile interval over canaries.
+the null distribution (mean 0, variance exactly 1/dim, Gaussian for large dim); an inserted one
+is shifted by its own contributions. The estimate (:func:`estimate_epsilon`) fits a Gaussian to
+the inserted canaries' cosines and reports the ε, at the run's δ, of that Gaussian against the
+null N(0, 1/dim) (:func:`gaussian_pair_epsilon`, computed exactly from the privacy loss of two
+Gaussians, both directions), with a bootstrap percentile interval over canaries. The held-out
+canaries check the null: their fitted Gaussian is reported, and the ε against it
+(``epsilon_fitted_null``), which carries their sampling error too.
 
 What it is: an estimate of what the final model reveals about one client, measured in the run
 that produced it; not a bound. Below the accountant's ε is what a sound mechanism gives (the
@@ -182,15 +185,20 @@ def gaussian_pair_epsilon(mean_0: float, std_0: float, mean_1: float, std_1: flo
 
 @dataclass(frozen=True)
 class EmpiricalEpsilon:
-    """The estimate and what it was computed from; ``interval`` is the bootstrap percentile
-    interval at ``confidence`` (resampling canaries in both sets)."""
+    """The estimate and what it was computed from. ``epsilon``: the inserted canaries' fitted
+    Gaussian against the exact null N(0, 1/dim); ``interval``: its bootstrap percentile interval
+    at ``confidence`` (resampling inserted canaries); ``epsilon_fitted_null``: the same with the
+    null fitted to the held-out canaries instead (noisier: it adds the held-out sampling
+    error)."""
 
     epsilon: float
     delta: float
     interval: tuple[float, float]
     confidence: float
+    epsilon_fitted_null: float
     inserted: int
     held_out: int
+    dim: int
     inserted_mean: float
     inserted_std: float
     held_out_mean: float
@@ -200,24 +208,27 @@ class EmpiricalEpsilon:
     def to_json(self) -> dict:
         return {"epsilon": self.epsilon, "delta": self.delta,
                 "interval": list(self.interval), "confidence": self.confidence,
+                "epsilon_fitted_held_out": self.epsilon_fitted_null,
                 "canaries": self.inserted, "held_out": self.held_out,
                 "cosine_inserted": {"mean": self.inserted_mean, "std": self.inserted_std},
                 "cosine_held_out": {"mean": self.held_out_mean, "std": self.held_out_std},
+                "cosine_null": {"mean": 0.0, "std": self.dim ** -0.5},
                 "bootstrap_resamples": self.resamples}
 
 
-def _fit_epsilon(inserted: np.ndarray, held_out: np.ndarray, delta: float) -> float:
-    return gaussian_pair_epsilon(float(held_out.mean()), float(held_out.std(ddof=1)),
-                                 float(inserted.mean()), float(inserted.std(ddof=1)), delta)
+def _fit(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1))
 
 
-def estimate_epsilon(inserted: np.ndarray, held_out: np.ndarray, delta: float, *,
+def estimate_epsilon(inserted: np.ndarray, held_out: np.ndarray, delta: float, dim: int, *,
                      confidence: float = DEFAULT_CONFIDENCE, resamples: int = DEFAULT_RESAMPLES,
                      seed: int = 0) -> EmpiricalEpsilon:
-    """ε of N(fit of ``held_out``) vs N(fit of ``inserted``) at ``delta``, with a bootstrap
-    interval (``resamples`` resamplings from the public stream ``seed``; 0: no interval, it is
-    then the point estimate twice). ValueError for fewer than 2 statistics in a set, non-finite
-    ones, a constant set, or a confidence outside (0, 1)."""
+    """ε at ``delta`` of the null N(0, 1/dim) (the exact mean and variance of the cosine of a
+    uniform random direction with any fixed vector, Sec. 4 of the paper) against the Gaussian
+    fitted to ``inserted``, with a bootstrap interval (``resamples`` resamplings from the public
+    stream ``seed``; 0: no interval, the point estimate twice); and the same against the
+    Gaussian fitted to ``held_out``. ValueError for fewer than 2 statistics in a set, non-finite
+    ones, a constant set, dim < 1, or a confidence outside (0, 1)."""
     ins = np.asarray(inserted, dtype=np.float64).ravel()
     out = np.asarray(held_out, dtype=np.float64).ravel()
     for name, values in (("inserted", ins), ("held_out", out)):
@@ -225,20 +236,26 @@ def estimate_epsilon(inserted: np.ndarray, held_out: np.ndarray, delta: float, *
             raise ValueError(f"{name}: need at least 2 finite statistics, got {values.size}")
         if float(values.std()) == 0:
             raise ValueError(f"{name}: every statistic is equal; no Gaussian fits")
+    if not isinstance(dim, int | np.integer) or dim < 1:
+        raise ValueError(f"dim={dim}: must be an int >= 1")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence}: must be in (0, 1)")
     if not isinstance(resamples, int) or resamples < 0:
         raise ValueError(f"resamples={resamples}: must be an int >= 0")
-    point = _fit_epsilon(ins, out, delta)
+    null_std = float(dim) ** -0.5
+
+    def against_null(values: np.ndarray) -> float:
+        return gaussian_pair_epsilon(0.0, null_std, *_fit(values), delta)
+
+    point = against_null(ins)
     interval = (point, point)
     if resamples:
         g = public_generator(int(seed), CANARY_STREAM, BOOTSTRAP)
-        draws = [_fit_epsilon(ins[g.integers(0, ins.size, ins.size)],
-                              out[g.integers(0, out.size, out.size)], delta)
-                 for _ in range(resamples)]
+        draws = [against_null(ins[g.integers(0, ins.size, ins.size)]) for _ in range(resamples)]
         tail = (1.0 - confidence) / 2.0
         lo, hi = np.quantile(draws, [tail, 1.0 - tail])
         interval = (float(lo), float(hi))
-    return EmpiricalEpsilon(point, float(delta), interval, float(confidence), int(ins.size),
-                            int(out.size), float(ins.mean()), float(ins.std(ddof=1)),
-                            float(out.mean()), float(out.std(ddof=1)), resamples)
+    fitted_null = gaussian_pair_epsilon(*_fit(out), *_fit(ins), delta)
+    return EmpiricalEpsilon(point, float(delta), interval, float(confidence), fitted_null,
+                            int(ins.size), int(out.size), int(dim), *_fit(ins), *_fit(out),
+                            resamples)

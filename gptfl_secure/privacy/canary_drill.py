@@ -79,6 +79,6 @@ def run_drill(codec: DistributedDPCodec, design: CanaryDesign, *, clients: int, 
     for m, count in sorted(Counter(real_counts).items()):
         ledger.add(codec.accountant(q, num_included=m), rounds=count)
     cos_in, cos_out = design.cosines(model)
-    estimate = estimate_epsilon(cos_in, cos_out, delta, resamples=resamples, seed=seed)
+    estimate = estimate_epsilon(cos_in, cos_out, delta, d, resamples=resamples, seed=seed)
     return DrillResult(ledger.epsilon(delta), estimate, len(real_counts), tuple(real_counts),
                        tuple(canary_counts))
