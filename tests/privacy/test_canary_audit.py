@@ -1,7 +1,8 @@
 """The canary audit has teeth, on the aggregation layer (:mod:`gptfl_secure.privacy.canary_drill`:
 real clients and canaries through the DP codec, summed, decoded, FedAvg): with the real
 mechanism the empirical ε stays at or below the accountant's; with a broken one (test-only
-mutants, monkeypatched here: the noise scaled down 10x, or clipping skipped) it exceeds it.
+mutants of :mod:`.canary_mutants`, monkeypatched: the noise scaled down 10x, or clipping
+skipped) it exceeds it.
 
 The mutants are checked at z = 1 and 2. At z = 0.5 the accountant's ε (about 47 here) is far
 above anything 400 canaries in 4096 dimensions can measure (the estimate saturates near 40 for
@@ -11,13 +12,11 @@ stated in the README."""
 import numpy as np
 import pytest
 
-from gptfl_secure.privacy import distributed
 from gptfl_secure.privacy.canary import CanaryDesign
 from gptfl_secure.privacy.canary_drill import run_drill
 from gptfl_secure.privacy.distributed import DistributedDPCodec
-from gptfl_secure.privacy.hadamard import rotate
-from gptfl_secure.privacy.mechanisms import client_noise
-from gptfl_secure.privacy.rounding import stochastic_round
+
+from .canary_mutants import MUTANTS
 
 DIM, CANARIES, CLIENTS, RATE, ROUNDS, DELTA = 4096, 400, 50, 0.2, 20, 1e-5
 
@@ -39,35 +38,9 @@ def test_real_mechanism_estimate_stays_below_the_accountant(z, seed):
     assert result.estimate.held_out_std == pytest.approx(DIM ** -0.5, rel=0.15)
 
 
-@pytest.fixture
-def noise_down_10x(monkeypatch):
-    """Mutant: every client's noise share has 1/100 of its variance (std / 10)."""
-    def weak(rng, mechanism, total_variance, cohort, size):
-        return client_noise(rng, mechanism, total_variance / 100.0, cohort, size)
-
-    monkeypatch.setattr(distributed, "client_noise", weak)
-
-
-@pytest.fixture
-def clipping_skipped(monkeypatch):
-    """Mutant: encode without the L2 clip (and so without the rounding's norm bound)."""
-    def encode(self, update, rng, round_seed=None, *, noise_share=True):
-        z = stochastic_round(rotate(np.asarray(update, dtype=np.float64), round_seed)
-                             / self.granularity, rng)
-        if noise_share:
-            z = z + client_noise(rng, self.mechanism, self.total_variance, self.cohort, z.size)
-        return z.view(np.uint64) & np.uint64(self.modulus - 1)
-
-    monkeypatch.setattr(DistributedDPCodec, "encode", encode)
-
-
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
 @pytest.mark.parametrize("z", [1.0, 2.0])
-def test_noise_scaled_down_10x_is_caught(noise_down_10x, z):
-    result = drill(z, seed=0)
-    assert result.estimate.epsilon > result.accountant_epsilon
-
-
-@pytest.mark.parametrize("z", [1.0, 2.0])
-def test_skipped_clipping_is_caught(clipping_skipped, z):
+def test_a_broken_mechanism_is_caught(monkeypatch, mutant, z):
+    MUTANTS[mutant](monkeypatch)
     result = drill(z, seed=0)
     assert result.estimate.epsilon > result.accountant_epsilon

@@ -1,0 +1,61 @@
+"""``--dp-audit-canaries`` end to end in ``python -m gptfl_secure.sim``: canaries go through the
+rounds' masked sums as clients beyond ``--clients``, are not counted as included (nor by the
+accountant), and ``metrics.json`` and ``python -m gptfl_secure.audit`` report the empirical ε
+beside the accountant's; the initial model survives a checkpoint."""
+
+import json
+
+import numpy as np
+
+from gptfl_secure.audit.cli import main as audit_main
+from gptfl_secure.pipeline.config import RunConfig
+from gptfl_secure.pipeline.state import RunState, load_checkpoint, save_checkpoint
+from gptfl_secure.privacy.canary import CanaryDesign
+from gptfl_secure.protocols.recording import find_records, read_record
+from gptfl_secure.sim.cli import main
+
+CLIENTS, COHORT, ROUNDS, CANARIES = 20, 5, 3, 60
+
+
+def test_canaries_join_the_masked_sum_and_the_estimate_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--clients", str(CLIENTS), "--cohort", str(COHORT), "--rounds", str(ROUNDS),
+                 "--local-epochs", "1", "--init", "random", "--dropout", "0", "--no-progress",
+                 "--dp-noise-multiplier", "1.0", "--dp-audit-canaries", str(CANARIES),
+                 "--record-transcript", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    privacy = metrics["privacy"]
+    assert all(r["clients_included"] == COHORT for r in metrics["rounds"])  # real clients only
+    emp = privacy["empirical"]
+    assert emp["canaries"] == CANARIES and emp["held_out"] == CANARIES
+    assert 0 <= privacy["empirical_epsilon"] <= privacy["epsilon"]
+    lo, hi = emp["interval"]
+    assert lo <= privacy["empirical_epsilon"] <= hi and emp["confidence"] == 0.95
+
+    # every canary inclusion went through a masked sum, under an id beyond --clients
+    design = CanaryDesign(CANARIES, 1, 0, COHORT / CLIENTS)
+    expected = {r: {CLIENTS + int(j) for j in design.participants(r)} for r in range(1, 4)}
+    for r in range(1, ROUNDS + 1):
+        record = read_record(out / "transcripts" / f"session-round-{r:04d}.json")
+        assert {c for c in record.included if c >= CLIENTS} == expected[r]
+        assert len([c for c in record.included if c < CLIENTS]) == COHORT
+    assert emp["canary_inclusions"] == sum(len(v) for v in expected.values())
+
+    capsys.readouterr()
+    assert audit_main([str(out / "transcripts"), "-q"]) == 0
+    report = capsys.readouterr().out
+    assert f"accountant epsilon = {privacy['epsilon']:.3g}" in report
+    assert f"empirical epsilon = {privacy['empirical_epsilon']:.3g}" in report
+    assert len(find_records(out / "transcripts")) == ROUNDS + 1
+
+
+def test_the_initial_model_is_checkpointed(tmp_path):
+    config = RunConfig(dp_noise_multiplier=1.0, dp_audit_canaries=5)
+    state = RunState(config, {}, None, np.ones(7, dtype=np.float32), {"m": None, "v": None},
+                     initial_vector=np.arange(7.0))
+    save_checkpoint(tmp_path, state)
+    assert np.array_equal(load_checkpoint(tmp_path).initial_vector, np.arange(7.0))
+    state.initial_vector = None
+    save_checkpoint(tmp_path, state)
+    assert load_checkpoint(tmp_path).initial_vector is None
