@@ -130,14 +130,15 @@ def empirical_privacy(state: RunState) -> dict | None:
     design = canary_design(config, len(state.global_vector))
     if design is None:
         return None
-    played = [row["round"] for row in state.rounds if not row["skipped"]]
     details = {"method": METHOD, "canaries": design.count, "held_out": design.count,
                "sampling_rate": design.sampling_rate,
-               "canary_update_norm": CANARY_NORM_FACTOR * config.dp_clip,
-               "canary_inclusions": int(sum(design.participants(r).size for r in played))}
+               "canary_update_norm": CANARY_NORM_FACTOR * config.dp_clip}
     if state.initial_vector is None:
-        return {"empirical_epsilon": None,
-                "empirical": {**details, "error": "no canaries were inserted in this run"}}
+        return {"empirical_epsilon": None, "empirical": {
+            **details, "error": "no canaries were inserted in this run (only the in-process "
+                                "simulator inserts them)"}}
+    played = [row["round"] for row in state.rounds if not row["skipped"]]
+    details["canary_inclusions"] = int(sum(design.participants(r).size for r in played))
     delta = np.asarray(state.global_vector, dtype=np.float64) - state.initial_vector
     try:
         cos_in, cos_out = design.cosines(delta)

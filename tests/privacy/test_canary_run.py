@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from gptfl_secure.audit.cli import main as audit_main
+from gptfl_secure.pipeline.canaries import with_empirical_privacy
 from gptfl_secure.pipeline.config import RunConfig
 from gptfl_secure.pipeline.state import RunState, load_checkpoint, save_checkpoint
 from gptfl_secure.privacy.canary import CanaryDesign
@@ -29,7 +30,10 @@ def test_canaries_join_the_masked_sum_and_the_estimate_is_reported(tmp_path, cap
     assert all(r["clients_included"] == COHORT for r in metrics["rounds"])  # real clients only
     emp = privacy["empirical"]
     assert emp["canaries"] == CANARIES and emp["held_out"] == CANARIES
-    assert 0 <= privacy["empirical_epsilon"] <= privacy["epsilon"]
+    # 60 canaries over 3 rounds measure little (a wide interval), so the estimate is not compared
+    # with the accountant's here: tests/privacy/test_canary_audit.py does that at a scale where
+    # the estimate is precise
+    assert privacy["empirical_epsilon"] >= 0 and privacy["epsilon"] > 0
     lo, hi = emp["interval"]
     assert lo <= privacy["empirical_epsilon"] <= hi and emp["confidence"] == 0.95
 
@@ -59,3 +63,13 @@ def test_the_initial_model_is_checkpointed(tmp_path):
     state.initial_vector = None
     save_checkpoint(tmp_path, state)
     assert load_checkpoint(tmp_path).initial_vector is None
+
+
+def test_a_run_that_inserted_no_canaries_reports_no_estimate():
+    config = RunConfig(dp_noise_multiplier=1.0, dp_audit_canaries=5)
+    state = RunState(config, {}, None, np.ones(64, dtype=np.float32), {"m": None, "v": None})
+    privacy = with_empirical_privacy({"epsilon": 3.0, "delta": 1e-5}, state)
+    assert privacy["epsilon"] == 3.0 and privacy["empirical_epsilon"] is None
+    assert "no canaries were inserted" in privacy["empirical"]["error"]
+    plain = RunState(RunConfig(dp_noise_multiplier=1.0), {}, None, np.ones(4), {})
+    assert with_empirical_privacy({"epsilon": 3.0}, plain) == {"epsilon": 3.0}
