@@ -152,7 +152,10 @@ def hockey_stick(mean_p: float, std_p: float, mean_q: float, std_q: float, eps: 
             region = [(-math.inf, r1), (r2, math.inf)] if a > 0 else [(r1, r2)]
     p = sum(_mass(lo, hi, mean_p, std_p) for lo, hi in region)
     q = sum(_mass(lo, hi, mean_q, std_q) for lo, hi in region)
-    return max(0.0, p - math.exp(eps) * q)
+    if p <= 0 or q <= 0:
+        return max(p, 0.0)
+    log_ratio = eps + math.log(q) - math.log(p)  # p - e^ε·q = p·(1 - e^log_ratio), no overflow
+    return 0.0 if log_ratio >= 0 else -p * math.expm1(log_ratio)
 
 
 def gaussian_pair_epsilon(mean_0: float, std_0: float, mean_1: float, std_1: float,

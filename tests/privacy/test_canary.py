@@ -12,6 +12,7 @@ from scipy import integrate, stats
 from gptfl_secure.pipeline.config import ConfigError, RunConfig
 from gptfl_secure.privacy.canary import (
     CANARY_NORM_FACTOR,
+    MAX_EPSILON,
     CanaryDesign,
     encode_canary,
     estimate_epsilon,
@@ -54,6 +55,12 @@ def test_pair_epsilon_is_symmetric_and_falls_with_delta(m, s0, s1):
     a = gaussian_pair_epsilon(0.0, s0, m, s1, 1e-5)
     assert a == pytest.approx(gaussian_pair_epsilon(m, s1, 0.0, s0, 1e-5), abs=1e-5)
     assert gaussian_pair_epsilon(0.0, s0, m, s1, 1e-3) <= a + 1e-6
+
+
+def test_far_apart_gaussians_give_a_large_finite_epsilon_or_the_cap():
+    assert 50 < gaussian_pair_epsilon(0.0, 1.0, 40.0, 1.0, 1e-5) < MAX_EPSILON
+    assert gaussian_pair_epsilon(0.0, 1e-4, 1.0, 1.0, 1e-5) <= MAX_EPSILON
+    assert gaussian_pair_epsilon(0.0, 1.0, 0.0, 1.0, 1e-5) == 0.0
 
 
 def test_directions_are_public_unit_and_distinct():
