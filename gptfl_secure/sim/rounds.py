@@ -81,9 +81,9 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
             continue
         contributions[cid] = ctx.codec.encode(delta, len(data), at)
 
+    aggregate = join_canaries(ctx.canaries, plan, ctx.aggregate)
     start = time.perf_counter()
     try:
-        aggregate = join_canaries(ctx.canaries, plan, ctx.aggregate)
         session = aggregate(contributions, ctx.codec.modulus, dropouts)
     except SecAggAbort as abort:
         return skip_round(plan, abort, time.perf_counter() - start, global_vector, ctx.evaluate)

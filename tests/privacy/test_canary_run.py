@@ -73,3 +73,31 @@ def test_a_run_that_inserted_no_canaries_reports_no_estimate():
     assert "no canaries were inserted" in privacy["empirical"]["error"]
     plain = RunState(RunConfig(dp_noise_multiplier=1.0), {}, None, np.ones(4), {})
     assert with_empirical_privacy({"epsilon": 3.0}, plain) == {"epsilon": 3.0}
+
+
+def test_the_round_hook_sums_canaries_but_counts_real_clients_only():
+    import pytest
+
+    from gptfl_secure.pipeline.aggregation import plain_sum
+    from gptfl_secure.pipeline.canaries import CanaryInsertion, join_canaries
+    from gptfl_secure.pipeline.rounds import RoundPlan
+    from gptfl_secure.privacy.distributed import DistributedDPCodec
+    from gptfl_secure.protocols import SecAggAbort
+
+    codec = DistributedDPCodec(64, 1.0, 1.0, 2, max_clients=2 + 8)
+    insertion = CanaryInsertion(CanaryDesign(8, 64, 0, 0.5), codec, first_id=10)
+    plan = RoundPlan(round=1, seed=0, sampled=[3, 4])
+    canaries = insertion.contributions(plan)
+    assert canaries and all(10 <= c < 18 for c in canaries)
+    real = {3: np.zeros(codec.vector_length, np.uint64), 4: np.zeros(codec.vector_length,
+                                                                     np.uint64)}
+    result = join_canaries(insertion, plan, plain_sum)(real, codec.modulus)
+    assert result.included == frozenset({3, 4})
+    alone = plain_sum(canaries, codec.modulus)
+    assert np.array_equal(result.total, alone.total)
+    assert join_canaries(None, plan, plain_sum) is plain_sum
+    with pytest.raises(ValueError, match="used by canaries"):
+        join_canaries(insertion, plan, plain_sum)({min(canaries): real[3]}, codec.modulus)
+    with pytest.raises(SecAggAbort, match="only canaries"):
+        join_canaries(insertion, plan, plain_sum)(real, codec.modulus,
+                                                  {3: "masked_input", 4: "masked_input"})
