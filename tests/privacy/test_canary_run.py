@@ -101,3 +101,22 @@ def test_the_round_hook_sums_canaries_but_counts_real_clients_only():
     with pytest.raises(SecAggAbort, match="only canaries"):
         join_canaries(insertion, plan, plain_sum)(real, codec.modulus,
                                                   {3: "masked_input", 4: "masked_input"})
+
+
+def test_the_audit_verdict_reads_the_interval():
+    from gptfl_secure.audit.privacy import format_privacy
+
+    def lines(emp, interval):
+        return format_privacy({"epsilon": 5.0, "delta": 1e-5, "empirical_epsilon": emp,
+                               "empirical": {"interval": interval, "confidence": 0.95,
+                                             "canaries": 100}})
+
+    assert "below the accountant's" in lines(3.0, [2.0, 6.0])[1]
+    assert "inconclusive" in lines(6.0, [4.0, 8.0])[1]
+    assert "ABOVE the accountant's, whole interval" in lines(9.0, [7.0, 11.0])[1]
+    assert "not measured (why)" in format_privacy(
+        {"epsilon": 5.0, "delta": 1e-5, "empirical_epsilon": None,
+         "empirical": {"error": "why"}})[1]
+    assert format_privacy({"epsilon": 5.0, "delta": 1e-5}) == [
+        "privacy (metrics.json): accountant epsilon = 5 at delta = 1e-05"]
+    assert format_privacy(None) == []
