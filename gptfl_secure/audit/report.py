@@ -30,6 +30,7 @@ from .directory import (
     find_run_dir,
     fingerprint,
 )
+from .privacy import format_privacy, read_privacy
 from .transcript import parse
 
 
@@ -68,6 +69,7 @@ class DirectoryAudit:
     unreadable: list[str] = field(default_factory=list)  # one clear message per bad input
     checks: list[CheckResult] = field(default_factory=list)  # across records (.directory)
     run_dir: Path | None = None  # where the run's reports were found, if anywhere
+    privacy: dict | None = None  # the run's metrics.json privacy section, when found
 
     @property
     def aborted(self) -> list[SessionAudit]:
@@ -128,6 +130,7 @@ def audit_directory(root: str | os.PathLike[str], *, alpha: float = 1e-3) -> Dir
         out.sessions.append(audit_record(record, path, alpha=alpha))
         prints.append(fingerprint(record, path))
     out.run_dir = find_run_dir(root)
+    out.privacy = read_privacy(out.run_dir)
     try:
         out.checks = audit_prints(prints, out.run_dir)
     except RunFileError as exc:
@@ -162,6 +165,7 @@ def format_report(audit: DirectoryAudit, *, verbose: bool = True) -> str:
         if audit.run_dir is None:
             lines.append("  (no metrics.json or transcript_summary.json here or, for "
                          "OUT/transcripts, in OUT: records not matched against a run)")
+    lines += format_privacy(audit.privacy)
     for msg in audit.unreadable:
         lines.append(f"UNREADABLE: {msg}")
     passed = sum(s.passed for s in audit.sessions)

@@ -120,7 +120,8 @@ def make_dp_codec(config: RunConfig, dim: int) -> DistributedDPCodec | None:
     try:
         return DistributedDPCodec(dim, config.dp_clip, config.dp_noise_multiplier,
                                   config.cohort, mechanism=config.dp_mechanism,
-                                  max_clients=cohort_sampling(config).cap)
+                                  max_clients=cohort_sampling(config).cap
+                                  + config.dp_audit_canaries)
     except ValueError as exc:
         raise ConfigError(f"--dp-noise-multiplier {config.dp_noise_multiplier}: {exc}") from None
 

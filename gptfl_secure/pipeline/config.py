@@ -110,6 +110,9 @@ class RunConfig:
                            gt=0, lt=1)
     dp_mechanism: str = _opt("skellam", "distributed DP noise: skellam or dgauss (distributed "
                              "discrete Gaussian)", choices=("skellam", "dgauss"))
+    dp_audit_canaries: int = _opt(0, "distributed DP: insert this many random canary clients "
+                                  "and report an empirical epsilon beside the accountant's "
+                                  "(0: no audit)", ge=0, le=100_000)
     dp_sgd: bool = _opt(False, "record-level DP-SGD (opacus) in every client's local training")
     dp_sgd_noise_multiplier: float = _opt(1.0, "DP-SGD noise multiplier", gt=0, le=1000)
     dp_sgd_clip: float = _opt(1.0, "DP-SGD per-example gradient clip", gt=0)
@@ -134,6 +137,9 @@ class RunConfig:
         if self.dp_delta > 1.0 / self.clients:
             raise ConfigError(f"--dp-delta {self.dp_delta}: must be at most 1/--clients = "
                               f"{1.0 / self.clients:.3g}")
+        if self.dp_audit_canaries and self.dp_noise_multiplier is None:
+            raise ConfigError(f"--dp-audit-canaries {self.dp_audit_canaries}: canaries audit the "
+                              "distributed-DP noise; give --dp-noise-multiplier too")
         if self.compare and self.init != "synthetic":
             raise ConfigError("--compare compares GPT-FL with its baselines: it needs --init "
                               "synthetic (the default)")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..protocols import SecAggAbort
 from ..protocols.recording import record_result
 from .aggregation import AggregateResult
+from .canaries import with_empirical_privacy
 from .config import RunConfig
 from .dp import privacy_report
 
@@ -246,7 +247,7 @@ def final_metrics(state: RunState) -> dict:
         "rounds": rounds,
         "initial_test_accuracy": state.initial_accuracy,
         "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
-        "privacy": privacy_report(state),
+        "privacy": with_empirical_privacy(privacy_report(state), state),
     }
 
 

@@ -33,6 +33,7 @@ class RunState:
     transcript: list[dict] = field(default_factory=list)
     dpsgd_history: dict[str, list[list[float]]] = field(default_factory=dict)  # client -> spends
     initial_accuracy: float | None = None  # the starting model's test accuracy ("round 0")
+    initial_vector: np.ndarray | None = None  # the model before round 1, for a canary audit
 
     @property
     def next_round(self) -> int:
@@ -46,6 +47,8 @@ def save_checkpoint(out: Path, state: RunState) -> None:
             "dpsgd_history": state.dpsgd_history, "initial_accuracy": state.initial_accuracy}
     arrays = {"global_vector": state.global_vector,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    if state.initial_vector is not None:
+        arrays["initial_vector"] = state.initial_vector
     if meta["has_moments"]:
         arrays["m"] = state.optimizer_state["m"]
         arrays["v"] = state.optimizer_state["v"]
@@ -67,6 +70,7 @@ def load_checkpoint(out: Path) -> RunState:
             vector = data["global_vector"].copy()
             moments = ({"m": data["m"].copy(), "v": data["v"].copy()} if meta["has_moments"]
                        else {"m": None, "v": None})
+            initial = data["initial_vector"].copy() if "initial_vector" in data else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"--resume {out}: {CHECKPOINT} is unreadable ({exc})") from None
     return RunState(config=RunConfig.from_mapping(meta["config"], source=str(path)),
@@ -74,4 +78,4 @@ def load_checkpoint(out: Path) -> RunState:
                     global_vector=vector, optimizer_state=moments, rounds=meta["rounds"],
                     transcript=meta["transcript"],
                     dpsgd_history=meta.get("dpsgd_history", {}),
-                    initial_accuracy=meta.get("initial_accuracy"))
+                    initial_accuracy=meta.get("initial_accuracy"), initial_vector=initial)

@@ -227,12 +227,14 @@ class DistributedDPCodec:
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, update: np.ndarray, rng: np.random.Generator,
-               round_seed: bytes | int | None = None) -> np.ndarray:
+               round_seed: bytes | int | None = None, *, noise_share: bool = True) -> np.ndarray:
         """One client's contribution: uint64 vector of ``vector_length`` entries in [0, 2^k).
 
         ``rng`` is the client's private generator (:func:`rng.noise_generator`): it draws the
         rounding and the noise. ``round_seed`` is the public per-round seed of the rotation
-        (required when ``rotate``). Raises ValueError on a wrong shape or non-finite entries.
+        (required when ``rotate``). ``noise_share=False`` leaves out the noise share: only for
+        a data-free probe such as an audit canary (:mod:`.canary`), never for a client.
+        Raises ValueError on a wrong shape or non-finite entries.
         """
         x = np.asarray(update, dtype=np.float64)
         if x.shape != (self.dim,):
@@ -247,7 +249,8 @@ class DistributedDPCodec:
                 raise ValueError("rotate=True: encode needs the round's public round_seed")
             x = rotate(x, round_seed)
         z = conditional_stochastic_round(x / self.granularity, self.l2_bound, rng)
-        noisy = z + client_noise(rng, self.mechanism, self.total_variance, self.cohort, z.size)
+        noisy = z + client_noise(rng, self.mechanism, self.total_variance, self.cohort,
+                                 z.size) if noise_share else z
         return noisy.view(np.uint64) & np.uint64(self.modulus - 1)
 
     def decode(self, total: np.ndarray, num_included: int,

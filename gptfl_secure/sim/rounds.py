@@ -19,6 +19,7 @@ from ..learning.local import LocalTrainingConfig
 from ..learning.server_opt import ServerOptimizer
 from ..pipeline import rounds as pipeline_rounds
 from ..pipeline.aggregation import Aggregator
+from ..pipeline.canaries import CanaryInsertion, join_canaries
 from ..pipeline.codecs import RoundCodec
 from ..pipeline.rounds import (
     LocalTrainer,
@@ -50,6 +51,7 @@ class RoundContext:
     dropout: float
     seed: int
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
+    canaries: CanaryInsertion | None = None  # --dp-audit-canaries
 
     def evaluate(self, vector: np.ndarray) -> float:
         return pipeline_rounds.accuracy(self.global_model, self.test, vector)
@@ -85,9 +87,10 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
             continue
         contributions[cid] = ctx.codec.encode(delta, len(data), at)
 
+    aggregate = join_canaries(ctx.canaries, plan, ctx.aggregate)
     start = time.perf_counter()
     try:
-        session = ctx.aggregate(contributions, ctx.codec.modulus, dropouts)
+        session = aggregate(contributions, ctx.codec.modulus, dropouts)
     except SecAggAbort as abort:
         return skip_round(plan, abort, time.perf_counter() - start, global_vector, ctx.evaluate)
     seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..pipeline.aggregation import make_aggregator
+from ..pipeline.canaries import start_canaries
 from ..pipeline.codecs import DistributedDPUpdates, make_update_codec
 from ..pipeline.config import RunConfig
 from ..pipeline.discovery import client_label_sets, discover
@@ -43,10 +44,11 @@ def start(config: RunConfig, setup: Setup, log: Log, out: Path | None = None,
 
 def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundContext:
     """The in-process round's fixed parts for ``state``'s run."""
+    codec = make_update_codec(config, len(state.global_vector))
     return RoundContext(
         train_parts=setup.parts, test=setup.test, global_model=new_model(config, setup.train),
         scratch_model=new_model(config, setup.train),
-        codec=make_update_codec(config, len(state.global_vector)),
+        codec=codec, canaries=start_canaries(config, codec, state),
         local=local_training(config),
         aggregate=make_aggregator(config.secagg, config.dropout),
         cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
