@@ -40,7 +40,7 @@ from gptfl_secure.privacy.distributed import DistributedDPCodec  # noqa: E402
 from tests.privacy.canary_mutants import MUTANTS  # noqa: E402
 
 CLIENTS, RATE, DELTA = 50, 0.2, 1e-5
-NOISE = (0.5, 1.0, 2.0, 4.0)
+NOISE = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def cell(z: float, mechanism: str, seeds: int, canaries: int, dim: int, rounds: int):
