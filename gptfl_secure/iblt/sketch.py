@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import field
+from . import field as zp
 from .encoding import (
     EncodedKeys,
     bytes_from_chunks,
@@ -33,11 +33,36 @@ _CHUNK_LIMIT = np.uint64(1 << (8 * CHUNK_BYTES))
 class DecodeResult:
     """``counts``: every key that could be verified, with its signed count. ``complete``: True iff
     the table peeled to all zeros, so ``counts`` is the whole histogram. For a sum of honest
-    sketches an incomplete result (over capacity) still holds only verified, exact counts; a
-    forged vector can make an over-capacity decode report a wrong count (SECURITY.md)."""
+    sketches an incomplete result (over capacity, or a stall within capacity, which happens with
+    probability at most ``params.max_failure``) still holds only verified, exact counts; a forged
+    vector can make an over-capacity decode report a wrong count (SECURITY.md).
+
+    What could not be decoded, for sizing a retry (read for honest sums with positive counts):
+    ``undecoded_cells``, the non-zero cells left; ``min_keys``, a lower bound on the distinct keys
+    (every cell left holds at least two keys, else it would have peeled); ``estimated_keys``, the
+    distinct keys estimated from the occupied cells of the summed table (linear counting), or the
+    total count when a sub-table is full (an upper bound)."""
 
     counts: dict[str, int]
     complete: bool
+    undecoded_cells: int = field(default=0, compare=False)
+    min_keys: int = field(default=0, compare=False)
+    estimated_keys: float = field(default=0.0, compare=False)
+
+
+class DecodeFailed(ValueError):
+    """The table did not peel to zero: :meth:`IbltSketch.decode_exact` refuses to return a partial
+    histogram. ``result`` is the partial :class:`DecodeResult` (verified, exact counts, and what
+    could not be decoded)."""
+
+    def __init__(self, result: DecodeResult, capacity: int) -> None:
+        self.result = result
+        self.capacity = capacity
+        super().__init__(
+            f"IBLT decode incomplete: {len(result.counts)} keys decoded, {result.undecoded_cells} "
+            f"cells left (at least {result.min_keys} keys in all, about "
+            f"{result.estimated_keys:.0f}; capacity {capacity}). Retry with a fresh seed, and a "
+            "larger capacity if the keys exceed it")
 
 
 class IbltSketch:
@@ -95,7 +120,7 @@ class IbltSketch:
                 raise ValueError(f"count of {key!r} is {count}; |count| must be <= (p-1)/2")
         items = [(k, int(c)) for k, c in counts.items() if int(c) != 0]
         data = validate_keys(params, [k for k, _ in items])
-        mult = field.from_signed(np.array([c for _, c in items], dtype=np.int64))
+        mult = zp.from_signed(np.array([c for _, c in items], dtype=np.int64))
         return cls._from_encoded(params, encode(params, data), mult)
 
     @classmethod
@@ -123,7 +148,7 @@ class IbltSketch:
     def _from_encoded(cls, params: IbltParams, enc: EncodedKeys, mult: np.ndarray) -> IbltSketch:
         rows = _cell_rows(enc, mult)
         table = np.zeros((params.num_cells, params.cell_width), dtype=np.uint64)
-        field.add_rows_to_cells(table, enc.cells, rows)
+        zp.add_rows_to_cells(table, enc.cells, rows)
         return cls(params, table)
 
     def to_vector(self) -> np.ndarray:
@@ -143,7 +168,7 @@ class IbltSketch:
 
     def __add__(self, other: object) -> IbltSketch:
         other = self._check_compatible(other)
-        return IbltSketch(self.params, field.add(self._table, other._table))
+        return IbltSketch(self.params, zp.add(self._table, other._table))
 
     def __radd__(self, other: object) -> IbltSketch:
         if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
@@ -152,10 +177,10 @@ class IbltSketch:
 
     def __sub__(self, other: object) -> IbltSketch:
         other = self._check_compatible(other)
-        return IbltSketch(self.params, field.sub(self._table, other._table))
+        return IbltSketch(self.params, zp.sub(self._table, other._table))
 
     def __neg__(self) -> IbltSketch:
-        return IbltSketch(self.params, field.neg(self._table))
+        return IbltSketch(self.params, zp.neg(self._table))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IbltSketch):
@@ -197,17 +222,43 @@ class IbltSketch:
                 for key in repeated | {k for k in keys if keys.count(k) > 1}:
                     counts.pop(key, None)
                 break
-            counts.update(zip(keys, field.to_signed(mult).tolist(), strict=True))
-            contrib = field.neg(field.mul(rows, mult[:, None]))
-            dirty = field.add_rows_to_cells(table, cells, contrib)
-        complete = consistent and not table.any()
+            counts.update(zip(keys, zp.to_signed(mult).tolist(), strict=True))
+            contrib = zp.neg(zp.mul(rows, mult[:, None]))
+            dirty = zp.add_rows_to_cells(table, cells, contrib)
+        left = table.any(axis=1)
+        complete = consistent and not left.any()
         decoded = {}
         for key, count in counts.items():
             try:
                 decoded[key.decode("utf-8")] = count
             except UnicodeDecodeError:
                 complete = False  # only a forged vector holds non-UTF-8 keys
-        return DecodeResult(decoded, complete)
+        if complete:
+            return DecodeResult(decoded, True)
+        r, w = params.repetitions, params.subtable_cells
+        min_keys = len(counts) + 2 * int(left.reshape(r, w).sum(axis=1).max())
+        return DecodeResult(decoded, False, int(left.sum()), min_keys,
+                            max(float(min_keys), _estimate_keys(self._table, r, w)))
+
+    def decode_exact(self) -> dict[str, int]:
+        """The whole histogram ``{key: count}``, or :class:`DecodeFailed` (carrying the partial
+        result) when the table does not peel to zero; never a partial histogram."""
+        result = self.decode()
+        if not result.complete:
+            raise DecodeFailed(result, self.params.capacity)
+        return result.counts
+
+
+def _estimate_keys(table: np.ndarray, repetitions: int, subtable_cells: int) -> float:
+    """Distinct keys in a summed table, from its occupied cells: n ~ -w ln(1 - occupied / w)
+    (linear counting), the largest over sub-tables; with a full sub-table, the total count of
+    sub-table 0 (an upper bound for positive counts) when it is plausible, else infinity."""
+    w = subtable_cells
+    occupied = table.any(axis=1).reshape(repetitions, w).sum(axis=1)
+    if occupied.max() < w:
+        return float(np.max(-w * np.log1p(-occupied / w)))
+    total = sum(table[:w, 0].tolist()) % zp.MODULUS
+    return float(total) if total < 1 << 40 else float("inf")
 
 
 def _require_params(params: object) -> None:
@@ -221,7 +272,7 @@ def _cell_rows(enc: EncodedKeys, mult: np.ndarray) -> np.ndarray:
     rows = np.concatenate([np.ones((n, 1), np.uint64), enc.payload, enc.checks], axis=1)
     if np.all(mult == 1):
         return rows
-    return field.mul(rows, mult[:, None])
+    return zp.mul(rows, mult[:, None])
 
 
 def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray):
@@ -235,7 +286,7 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     if candidates.size == 0:
         return None
     mult = table[candidates, 0]
-    payload = field.mul(table[candidates, 1 : 2 + m], field.inverse(mult)[:, None])
+    payload = zp.mul(table[candidates, 1 : 2 + m], zp.inverse(mult)[:, None])
     # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
     ok = (payload[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
         payload[:, 1:] < _CHUNK_LIMIT, axis=1
@@ -268,7 +319,7 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     cells = cells_from_digests(params, digests)
     checks = checks_from_digests(digests)
     ok = np.any(cells == candidates[:, None], axis=1)
-    ok &= np.all(table[candidates, -2:] == field.mul(checks, mult[:, None]), axis=1)
+    ok &= np.all(table[candidates, -2:] == zp.mul(checks, mult[:, None]), axis=1)
     if not ok.any():
         return None
     sel = np.flatnonzero(ok)
