@@ -22,6 +22,7 @@ from .encoding import (
     checks_from_digests,
     digest_keys,
     encode,
+    keys_from_bytes,
     validate_keys,
 )
 from .params import CHUNK_BYTES, IbltParams
@@ -286,42 +287,35 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     if candidates.size == 0:
         return None
     mult = table[candidates, 0]
-    payload = zp.mul(table[candidates, 1 : 2 + m], zp.inverse(mult)[:, None])
+    # [length, chunks, check_0, check_1] / count: a pure cell's unit row.
+    unit = zp.mul(table[candidates, 1:], zp.inverse(mult)[:, None])
     # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
-    ok = (payload[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
-        payload[:, 1:] < _CHUNK_LIMIT, axis=1
+    ok = (unit[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
+        unit[:, 1 : 1 + m] < _CHUNK_LIMIT, axis=1
     )
-    candidates, mult, payload = candidates[ok], mult[ok], payload[ok]
-    if candidates.size == 0:
+    raw = bytes_from_chunks(unit[:, 1 : 1 + m])
+    length = unit[:, 0].astype(np.int64)
+    beyond = np.arange(raw.shape[1])[None, :] >= np.minimum(length, raw.shape[1])[:, None]
+    ok &= ~np.any((raw != 0) & beyond, axis=1)
+    # A key pure in several cells has the same unit row there: hash each distinct check value
+    # once. Deduplicating on the decoded key instead would be wrong: an impure cell can decode to
+    # the average of its keys, which may be another real key (e.g. the average of "label-552" and
+    # "label-754" is "label-653") and would shadow that key's pure cell. Two keys sharing a check
+    # value (probability 2^-61) only wait for the next round.
+    ok = np.flatnonzero(ok)
+    if ok.size == 0:
         return None
-    length = payload[:, 0].astype(np.int64)
-    raw = bytes_from_chunks(payload[:, 1:])
-    beyond = np.arange(raw.shape[1])[None, :] >= length[:, None]
-    ok = ~np.any((raw != 0) & beyond, axis=1)
-    # A key pure in several cells has identical rows there (checks included): verify each
-    # distinct row once. Deduplicating on the decoded key instead would be wrong: an impure cell
-    # can decode to the average of its keys, which may be another real key (e.g. the average of
-    # "label-552" and "label-754" is "label-653") and would shadow that key's pure cell.
-    row_bytes = np.ascontiguousarray(table[candidates]).tobytes()
-    row_width = 8 * table.shape[1]
-    first: dict[bytes, int] = {}
-    for i in np.flatnonzero(ok).tolist():
-        first.setdefault(row_bytes[i * row_width : (i + 1) * row_width], i)
-    if not first:
-        return None
-    sel = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-    candidates, mult, payload, raw, length = (
-        candidates[sel], mult[sel], payload[sel], raw[sel], length[sel]
+    sel = ok[np.unique(unit[ok, -2], return_index=True)[1]]
+    candidates, mult, unit, raw, length = (
+        candidates[sel], mult[sel], unit[sel], raw[sel], length[sel]
     )
-    width, flat = raw.shape[1], raw.tobytes()
-    keys = [flat[i * width : i * width + int(n)] for i, n in enumerate(length.tolist())]
+    keys = keys_from_bytes(raw, length)
     digests = digest_keys(params, keys)
     cells = cells_from_digests(params, digests)
     checks = checks_from_digests(digests)
-    ok = np.any(cells == candidates[:, None], axis=1)
-    ok &= np.all(table[candidates, -2:] == zp.mul(checks, mult[:, None]), axis=1)
+    ok = np.any(cells == candidates[:, None], axis=1) & np.all(unit[:, -2:] == checks, axis=1)
     if not ok.any():
         return None
     sel = np.flatnonzero(ok)
-    rows = np.concatenate([np.ones((sel.size, 1), np.uint64), payload[sel], checks[sel]], axis=1)
+    rows = np.concatenate([np.ones((sel.size, 1), np.uint64), unit[sel]], axis=1)
     return [keys[i] for i in sel], cells[sel], rows, mult[sel]
