@@ -217,15 +217,16 @@ class IbltSketch:
                 break
             keys, cells, rows, mult = found
             # An honest sum shows each key pure with one count, and never again once peeled.
-            repeated = counts.keys() & set(keys)
-            if repeated or len(set(keys)) != len(keys):
+            fresh = set(keys)
+            repeated = counts.keys() & fresh
+            if repeated or len(fresh) != len(keys):
                 consistent = False
                 for key in repeated | {k for k in keys if keys.count(k) > 1}:
                     counts.pop(key, None)
                 break
             counts.update(zip(keys, zp.to_signed(mult).tolist(), strict=True))
-            contrib = zp.neg(zp.mul(rows, mult[:, None]))
-            dirty = zp.add_rows_to_cells(table, cells, contrib)
+            # A pure cell holds exactly its key's contribution: subtract that row everywhere.
+            dirty = zp.add_rows_to_cells(table, cells, zp.neg(rows))
         left = table.any(axis=1)
         complete = consistent and not left.any()
         decoded = {}
@@ -276,46 +277,69 @@ def _cell_rows(enc: EncodedKeys, mult: np.ndarray) -> np.ndarray:
     return zp.mul(rows, mult[:, None])
 
 
+_SMALL_COUNT = np.uint64(32)
+# Odd 64-bit multipliers: a wrapping dot product of a unit row with them fingerprints the row.
+_FINGERPRINT = np.random.default_rng(0x1B17).integers(1, 2**63, size=64, dtype=np.uint64) | 1
+
+
+def _unit_payload(payload: np.ndarray, mult: np.ndarray) -> np.ndarray:
+    """``payload / mult`` in Z_p, row-wise. A pure cell with count c < 32 holds c * v < p for
+    every entry v < 2^56 (length, chunks), so exact integer division recovers v (a remainder
+    marks the cell impure: the result is then made invalid); other counts use the inverse."""
+    out = np.empty_like(payload)
+    one = mult == 1
+    out[one] = payload[one]
+    small = ~one & (mult < _SMALL_COUNT)
+    if small.any():
+        c = mult[small, None]
+        x = payload[small]
+        out[small] = np.where(x % c == 0, x // c, _CHUNK_LIMIT)
+    rest = ~one & ~small
+    if rest.any():
+        out[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
+    return out
+
+
 def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray):
     """Verified pure cells among ``cells_to_test``, one per distinct key.
 
-    Returns ``(keys, cells, rows, mult)``: key bytes, their (k, r) cell indices, their unit cell
-    rows ``[1, length, chunks, checks]`` and their counts in Z_p; or None if no cell is pure.
+    Returns ``(keys, cells, rows, mult)``: key bytes, their (k, r) cell indices, the pure cells'
+    rows (count * [1, length, chunks, checks], the key's whole contribution to each of its cells)
+    and their counts in Z_p; or None if no cell is pure.
     """
     m = params.num_chunks
     candidates = cells_to_test[table[cells_to_test, 0] != 0]
     if candidates.size == 0:
         return None
     mult = table[candidates, 0]
-    # [length, chunks, check_0, check_1] / count: a pure cell's unit row.
-    unit = zp.mul(table[candidates, 1:], zp.inverse(mult)[:, None])
-    # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
-    ok = (unit[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
-        unit[:, 1 : 1 + m] < _CHUNK_LIMIT, axis=1
-    )
-    raw = bytes_from_chunks(unit[:, 1 : 1 + m])
+    unit = _unit_payload(table[candidates, 1 : 2 + m], mult)  # [length, chunks] / count
+    # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding
+    # (chunk j keeps its first clip(length - 7j, 0, 7) bytes; the low bytes after them are 0).
     length = unit[:, 0].astype(np.int64)
-    beyond = np.arange(raw.shape[1])[None, :] >= np.minimum(length, raw.shape[1])[:, None]
-    ok &= ~np.any((raw != 0) & beyond, axis=1)
-    # A key pure in several cells has the same unit row there: hash each distinct check value
-    # once. Deduplicating on the decoded key instead would be wrong: an impure cell can decode to
-    # the average of its keys, which may be another real key (e.g. the average of "label-552" and
-    # "label-754" is "label-653") and would shadow that key's pure cell. Two keys sharing a check
-    # value (probability 2^-61) only wait for the next round.
+    kept = np.clip(np.minimum(length, params.max_key_bytes)[:, None]
+                   - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
+    padding = (np.uint64(1) << (8 * (CHUNK_BYTES - kept)).astype(np.uint64)) - np.uint64(1)
+    ok = (unit[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
+        (unit[:, 1:] < _CHUNK_LIMIT) & (unit[:, 1:] & padding == 0), axis=1)
     ok = np.flatnonzero(ok)
     if ok.size == 0:
         return None
-    sel = ok[np.unique(unit[ok, -2], return_index=True)[1]]
-    candidates, mult, unit, raw, length = (
-        candidates[sel], mult[sel], unit[sel], raw[sel], length[sel]
-    )
-    keys = keys_from_bytes(raw, length)
+    # A key pure in several cells has identical rows there (count and checks included): hash
+    # each distinct row once. Deduplicating on the decoded key (or the unit row) instead would be
+    # wrong: an impure cell can decode to the average of its keys, which may be another real key
+    # (e.g. the average of "label-552" and "label-754" is "label-653") and would shadow that
+    # key's pure cell. Rows are told apart by a 64-bit fingerprint of the whole row; a pure row
+    # that shares one with another candidate (about 2^-64) may stay undecoded: a stall, which
+    # is detected, never a wrong count.
+    fingerprint = (table[candidates[ok]] * _FINGERPRINT[: table.shape[1]]).sum(axis=1)
+    sel = ok[np.unique(fingerprint, return_index=True)[1]]
+    candidates, mult = candidates[sel], mult[sel]
+    keys = keys_from_bytes(bytes_from_chunks(unit[sel, 1:]), length[sel])
     digests = digest_keys(params, keys)
     cells = cells_from_digests(params, digests)
-    checks = checks_from_digests(digests)
-    ok = np.any(cells == candidates[:, None], axis=1) & np.all(unit[:, -2:] == checks, axis=1)
-    if not ok.any():
+    ok = np.flatnonzero(np.any(cells == candidates[:, None], axis=1))
+    checks = checks_from_digests(digests[ok])
+    ok = ok[np.all(table[candidates[ok], -2:] == zp.mul(checks, mult[ok, None]), axis=1)]
+    if ok.size == 0:
         return None
-    sel = np.flatnonzero(ok)
-    rows = np.concatenate([np.ones((sel.size, 1), np.uint64), unit[sel]], axis=1)
-    return [keys[i] for i in sel], cells[sel], rows, mult[sel]
+    return [keys[i] for i in ok], cells[ok], table[candidates[ok]], mult[ok]
