@@ -289,12 +289,16 @@ def _unit_payload(payload: np.ndarray, mult: np.ndarray) -> np.ndarray:
     out = np.empty_like(payload)
     one = mult == 1
     out[one] = payload[one]
-    small = ~one & (mult < _SMALL_COUNT)
-    if small.any():
+    is_small = ~one & (mult < _SMALL_COUNT)
+    small = np.flatnonzero(is_small)
+    out[small, 0] = _CHUNK_LIMIT
+    # The length column first: most impure cells fail it, the others are then divided in full.
+    small = small[payload[small, 0] % mult[small] == 0]
+    if small.size:
         c = mult[small, None]
         x = payload[small]
         out[small] = np.where(x % c == 0, x // c, _CHUNK_LIMIT)
-    rest = ~one & ~small
+    rest = ~one & ~is_small
     if rest.any():
         out[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
     return out
