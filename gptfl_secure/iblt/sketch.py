@@ -8,6 +8,7 @@ histogram, and nothing about which client inserted what.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -229,12 +230,14 @@ class IbltSketch:
             dirty = zp.add_rows_to_cells(table, cells, zp.neg(rows))
         left = table.any(axis=1)
         complete = consistent and not left.any()
-        decoded = {}
-        for key, count in counts.items():
-            try:
-                decoded[key.decode("utf-8")] = count
-            except UnicodeDecodeError:
-                complete = False  # only a forged vector holds non-UTF-8 keys
+        try:
+            decoded = {key.decode("utf-8"): count for key, count in counts.items()}
+        except UnicodeDecodeError:  # only a forged vector holds non-UTF-8 keys: drop them
+            complete = False
+            decoded = {}
+            for key, count in counts.items():
+                with contextlib.suppress(UnicodeDecodeError):
+                    decoded[key.decode("utf-8")] = count
         if complete:
             return DecodeResult(decoded, True)
         r, w = params.repetitions, params.subtable_cells
@@ -297,7 +300,8 @@ def _unit_payload(payload: np.ndarray, mult: np.ndarray) -> np.ndarray:
     if small.size:
         c = mult[small, None]
         x = payload[small]
-        out[small] = np.where(x % c == 0, x // c, _CHUNK_LIMIT)
+        q = x // c
+        out[small] = np.where(q * c == x, q, _CHUNK_LIMIT)
     rest = ~one & ~is_small
     if rest.any():
         out[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
@@ -319,13 +323,12 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     unit = _unit_payload(table[candidates, 1 : 2 + m], mult)  # [length, chunks] / count
     # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding
     # (chunk j keeps its first clip(length - 7j, 0, 7) bytes; the low bytes after them are 0).
+    ok = np.flatnonzero(unit[:, 0] <= np.uint64(params.max_key_bytes))
     length = unit[:, 0].astype(np.int64)
-    kept = np.clip(np.minimum(length, params.max_key_bytes)[:, None]
-                   - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
+    kept = np.clip(length[ok, None] - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
     padding = (np.uint64(1) << (8 * (CHUNK_BYTES - kept)).astype(np.uint64)) - np.uint64(1)
-    ok = (unit[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
-        (unit[:, 1:] < _CHUNK_LIMIT) & (unit[:, 1:] & padding == 0), axis=1)
-    ok = np.flatnonzero(ok)
+    chunks = unit[ok, 1:]
+    ok = ok[np.all((chunks < _CHUNK_LIMIT) & (chunks & padding == 0), axis=1)]
     if ok.size == 0:
         return None
     # A key pure in several cells has identical rows there (count and checks included): hash
