@@ -118,6 +118,15 @@ def test_average_of_two_keys_does_not_shadow_a_third():
     assert result == DecodeResult(dict.fromkeys(names, 1), True)
 
 
+def test_an_impure_cell_that_averages_to_a_key_does_not_hide_its_pure_cells():
+    """Seed 55: label-552 and label-754 share cell 4 (their average is label-653), which sorts
+    before label-653's three pure cells; the decoder must still peel label-653 in that round
+    (hashing one candidate per distinct unit row instead would drop its pure cells for good)."""
+    params = IbltParams(capacity=3, max_key_bytes=16, seed=55)
+    names = ["label-552", "label-754", "label-653"]
+    assert IbltSketch.from_keys(params, names).decode_exact() == dict.fromkeys(names, 1)
+
+
 @pytest.mark.parametrize("capacity", [10, 100])
 def test_decode_succeeds_at_full_load_for_fixed_seeds(capacity):
     """Deterministic over seeds 0..299 at the default sizing (a stall within capacity has
