@@ -26,6 +26,15 @@ def _fold(x: np.ndarray) -> np.ndarray:
     return np.where(x >= _P, x - _P, x)
 
 
+def _fold_in_place(x: np.ndarray) -> np.ndarray:
+    """:func:`_fold` without temporaries beyond one: reduces uint64 ``x`` to [0, p) in place."""
+    high = x >> _S61
+    np.bitwise_and(x, _P, out=x)
+    np.add(x, high, out=x)
+    np.subtract(x, _P, out=x, where=x >= _P)
+    return x
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a + b) mod p for arrays of field elements (broadcasting)."""
     s = np.asarray(a, dtype=np.uint64) + np.asarray(b, dtype=np.uint64)
@@ -113,7 +122,10 @@ def add_rows_to_cells(table: np.ndarray, cells: np.ndarray, rows: np.ndarray) ->
     columns = np.arange(width)
     for j in range(cells.shape[1]):
         np.add.at(flat, (cells[:, j, None] * width + columns).ravel(), rows.reshape(-1))
-    table[touched] = _fold(table[touched])
+    if 2 * touched.size > num_cells:
+        _fold_in_place(table)  # contiguous passes beat a gather and a scatter
+    else:
+        table[touched] = _fold_in_place(table[touched])
     if heavy.size:
         table[heavy] = add(before, _exact_cell_sums(cells, rows, heavy))
     return touched

@@ -321,17 +321,10 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
         return None
     mult = table[candidates, 0]
     unit = _unit_payload(table[candidates, 1 : 2 + m], mult)  # [length, chunks] / count
-    # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding
-    # (chunk j keeps its first clip(length - 7j, 0, 7) bytes; the low bytes after them are 0).
-    ok = np.flatnonzero(unit[:, 0] <= np.uint64(params.max_key_bytes))
-    length = unit[:, 0].astype(np.int64)
-    kept = np.clip(length[ok, None] - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
-    padding = (np.uint64(1) << (8 * (CHUNK_BYTES - kept)).astype(np.uint64)) - np.uint64(1)
-    chunks = unit[ok, 1:]
-    ok = ok[np.all((chunks < _CHUNK_LIMIT) & (chunks & padding == 0), axis=1)]
-    if ok.size == 0:
-        return None
-    # A key pure in several cells has identical rows there (count and checks included): hash
+    # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
+    ok = np.flatnonzero((unit[:, 0] <= np.uint64(params.max_key_bytes))
+                        & np.all(unit[:, 1:] < _CHUNK_LIMIT, axis=1))
+    # A key pure in several cells has identical rows there (count and checks included): look at
     # each distinct row once. Deduplicating on the decoded key (or the unit row) instead would be
     # wrong: an impure cell can decode to the average of its keys, which may be another real key
     # (e.g. the average of "label-552" and "label-754" is "label-653") and would shadow that
@@ -339,7 +332,14 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     # that shares one with another candidate (about 2^-64) may stay undecoded: a stall, which
     # is detected, never a wrong count.
     fingerprint = (table[candidates[ok]] * _FINGERPRINT[: table.shape[1]]).sum(axis=1)
-    sel = ok[np.unique(fingerprint, return_index=True)[1]]
+    ok = ok[np.unique(fingerprint, return_index=True)[1]]
+    # Zero padding: chunk j keeps its first clip(length - 7j, 0, 7) bytes, its low bytes are 0.
+    length = unit[:, 0].astype(np.int64)
+    kept = np.clip(length[ok, None] - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
+    padding = (np.uint64(1) << (8 * (CHUNK_BYTES - kept)).astype(np.uint64)) - np.uint64(1)
+    sel = ok[np.all(unit[ok, 1:] & padding == 0, axis=1)]
+    if sel.size == 0:
+        return None
     candidates, mult = candidates[sel], mult[sel]
     keys = keys_from_bytes(bytes_from_chunks(unit[sel, 1:]), length[sel])
     digests = digest_keys(params, keys)
