@@ -281,31 +281,30 @@ def _cell_rows(enc: EncodedKeys, mult: np.ndarray) -> np.ndarray:
 
 
 _SMALL_COUNT = np.uint64(32)
-# Odd 64-bit multipliers: a wrapping dot product of a unit row with them fingerprints the row.
-_FINGERPRINT = np.random.default_rng(0x1B17).integers(1, 2**63, size=64, dtype=np.uint64) | 1
+# An odd 64-bit multiplier: count * _FINGERPRINT[0] + check_0 (wrapping) fingerprints a row.
+_FINGERPRINT = np.random.default_rng(0x1B17).integers(1, 2**63, size=1, dtype=np.uint64) | 1
 
 
 def _unit_payload(payload: np.ndarray, mult: np.ndarray) -> np.ndarray:
-    """``payload / mult`` in Z_p, row-wise. A pure cell with count c < 32 holds c * v < p for
-    every entry v < 2^56 (length, chunks), so exact integer division recovers v (a remainder
-    marks the cell impure: the result is then made invalid); other counts use the inverse."""
-    out = np.empty_like(payload)
-    one = mult == 1
-    out[one] = payload[one]
-    is_small = ~one & (mult < _SMALL_COUNT)
+    """``payload / mult`` in Z_p, row-wise, in place (``payload`` is a fresh gather). A pure cell
+    with count c < 32 holds c * v < p for every entry v < 2^56 (length, chunks), so exact integer
+    division recovers v (a remainder marks the cell impure: its length is then made invalid);
+    other counts use the inverse."""
+    is_small = (mult != 1) & (mult < _SMALL_COUNT)
     small = np.flatnonzero(is_small)
-    out[small, 0] = _CHUNK_LIMIT
-    # The length column first: most impure cells fail it, the others are then divided in full.
-    small = small[payload[small, 0] % mult[small] == 0]
     if small.size:
-        c = mult[small, None]
+        # The length column first: most impure cells fail it, the others are divided in full.
+        c = mult[small]
+        divides = payload[small, 0] % c == 0
+        payload[small[~divides], 0] = _CHUNK_LIMIT
+        small, c = small[divides], c[divides, None]
         x = payload[small]
         q = x // c
-        out[small] = np.where(q * c == x, q, _CHUNK_LIMIT)
-    rest = ~one & ~is_small
-    if rest.any():
-        out[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
-    return out
+        payload[small] = np.where(q * c == x, q, _CHUNK_LIMIT)
+    rest = np.flatnonzero((mult != 1) & ~is_small)
+    if rest.size:
+        payload[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
+    return payload
 
 
 def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray):
@@ -328,10 +327,10 @@ def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray
     # each distinct row once. Deduplicating on the decoded key (or the unit row) instead would be
     # wrong: an impure cell can decode to the average of its keys, which may be another real key
     # (e.g. the average of "label-552" and "label-754" is "label-653") and would shadow that
-    # key's pure cell. Rows are told apart by a 64-bit fingerprint of the whole row; a pure row
-    # that shares one with another candidate (about 2^-64) may stay undecoded: a stall, which
-    # is detected, never a wrong count.
-    fingerprint = (table[candidates[ok]] * _FINGERPRINT[: table.shape[1]]).sum(axis=1)
+    # key's pure cell. Rows are told apart by their count and first check value (the average's
+    # count and checks differ); a pure row that shares both with another candidate's (about
+    # 2^-61) may stay undecoded: a stall, which is detected, never a wrong count.
+    fingerprint = table[candidates[ok], 0] * _FINGERPRINT[0] + table[candidates[ok], -2]
     ok = ok[np.unique(fingerprint, return_index=True)[1]]
     # Zero padding: chunk j keeps its first clip(length - 7j, 0, 7) bytes, its low bytes are 0.
     length = unit[:, 0].astype(np.int64)
