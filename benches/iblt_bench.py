@@ -1,21 +1,23 @@
-"""Speed and decode reliability of the IBLT sketch (``gptfl_secure.iblt``), single-threaded.
+"""Speed, label-discovery bytes and stall rates of the IBLT sketch (``gptfl_secure.iblt``).
 
-1. Encode (``IbltSketch.from_keys``) and decode seconds for 10^3, 10^4 and 10^5 distinct keys,
-   capacity = number of keys, max_key_bytes = 64; keys ``label-{i}`` and random Unicode labels
-   of 5-30 characters. Best and median of 5 repetitions (3 with ``--quick``); every decode is
-   checked complete and exact, so only correct decodes are timed.
-2. Decode success rate at load = capacity, for capacity 10, 100, 1000 and 10^4, with the real
-   sketch: each trial draws fresh keys and a fresh hash seed, encodes and decodes. A success is a
-   complete decode that returns exactly the inserted keys, each with count 1. Prints the 95%
-   Wilson upper bound on the failure rate and the wrong counts (a decoded key that was never
-   inserted, or a count other than 1), which must be 0.
-3. Decode success rate against load (keys / capacity from 0.5 to 3) for capacity 100 and 1000:
-   complete-rate, mean fraction of the keys recovered, and wrong counts (must be 0).
+1. **Speed against its floor, in the same run.** At 10^4 and 10^5 distinct keys (capacity = keys,
+   max_key_bytes = 64), interleaved repeats of: the floor's two parts, one keyed BLAKE2b of every
+   key (``digest_keys``, the encoder's own hash call, plus the cell indices) and one scatter of
+   every key's row into its cells (the faster of a 1-D ``np.add.at`` and a per-column
+   ``np.bincount``, neither reduced mod p); ``IbltSketch.from_keys`` (encode); ``decode``. Medians;
+   every decode is checked complete and exact. Prints encode/floor and decode/floor (goals: <= 2
+   and <= 3 at 10^5 keys).
+2. **Label-discovery upload per client against capacity** (64-byte keys, 8 bytes per field
+   element on the wire): the previous sizing (1e-4 pair budget, no retry) against the current one
+   (stall <= p = ``max_failure`` per attempt, two fresh-seed retries): bytes of one sketch, the
+   analytic stall bound p (``gptfl_secure.iblt.failure``), expected bytes with retries
+   (x (1 + p + p^2)), the ratio, and the bound on a failed discovery (p^3).
+3. **Measured stall rate at load = capacity**: the real sketch (fresh keys and seed per trial;
+   a success is a complete, exact decode; wrong counts must be 0) and, for many more trials at
+   small sizes, the hypergraph model (random cells, vectorised peeling). 95% Wilson upper bounds.
 
-Trials alternate between structured keys (``{trial}-{i}``) and random Unicode labels.
-
-Run: ``.venv/bin/python benches/iblt_bench.py`` (about 3 minutes on 2 idle cores), ``--quick`` for a
-smoke run (under 20 seconds). Output is Markdown.
+Run: ``.venv/bin/python benches/iblt_bench.py`` (writes ``benches/results/iblt_bench.txt``; several
+minutes on 2 idle cores), ``--quick`` for a smoke run that writes nothing. Output is Markdown.
 """
 
 from __future__ import annotations
@@ -31,25 +33,33 @@ import platform  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import string  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from gptfl_secure.iblt import IbltParams, IbltSketch  # noqa: E402
+from gptfl_secure.iblt.encoding import cells_from_digests, digest_keys  # noqa: E402
+from gptfl_secure.iblt.failure import failure_bound  # noqa: E402
 
 SEED = 0
 MAX_KEY_BYTES = 64
+ELEMENT_BYTES = 8  # a field element on the wire (modulus 2^61 - 1 > 2^32)
 WILSON_Z = 1.959964  # two-sided 95%
 
-SPEED_SIZES = (10**3, 10**4, 10**5)
-SPEED_GOAL_S = 0.5
-# capacity -> trials (full, quick)
-AT_CAPACITY_TRIALS = {10: (20000, 500), 100: (10000, 200), 1000: (2000, 50), 10**4: (300, 5)}
-LOAD_CAPACITIES = (100, 1000)
-LOAD_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
-LOAD_TRIALS = (500, 50)  # (full, quick)
+SPEED_SIZES = (10**4, 10**5)
+SPEED_GOALS = (2.0, 3.0)  # encode / floor, decode / floor at 10^5 keys
+CAPACITIES = (1, 2, 10, 50, 100, 1000, 10**4)
+# capacity -> real-sketch trials (full, quick)
+SKETCH_TRIALS = {2: (20000, 300), 10: (20000, 300), 50: (10000, 200), 100: (5000, 100),
+                 1000: (1000, 20), 10**4: (100, 3)}
+# capacity -> hypergraph-model trials (full, quick)
+MODEL_TRIALS = {2: (10**6, 10**4), 10: (10**6, 10**4), 50: (4 * 10**5, 10**4),
+                100: (2 * 10**5, 5000), 1000: (2 * 10**4, 500), 10**4: (2000, 50)}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "iblt_bench.txt")
 
 # (characters, total weight): mostly ASCII, as real labels are, with some accented Latin, Greek
 # and Cyrillic (2 UTF-8 bytes), CJK (3 bytes) and emoji (4 bytes).
@@ -112,42 +122,99 @@ def cpu_model() -> str:
 
 
 # ------------------------------------------------------------------------------------- 1. speed
+def floor_hash(params: IbltParams, data: list[bytes]) -> np.ndarray:
+    """One keyed BLAKE2b of every key (the encoder's own call) and its cell indices."""
+    return cells_from_digests(params, digest_keys(params, data))
+
+
+def scatter_add_at(num_cells: int, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Every key's row added into its cells with one 1-D ``np.add.at`` (no reduction mod p)."""
+    width = rows.shape[1]
+    table = np.zeros(num_cells * width, dtype=np.uint64)
+    for j in range(cells.shape[1]):
+        index = (cells[:, j, None] * width + np.arange(width)).ravel()
+        np.add.at(table, index, rows.ravel())
+    return table
+
+
+def scatter_bincount(num_cells: int, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The same scatter with ``np.bincount`` per column (float64: not exact, a timing floor)."""
+    flat = cells.ravel()
+    values = np.repeat(rows, cells.shape[1], axis=0).astype(np.float64)
+    return np.stack([np.bincount(flat, weights=values[:, c], minlength=num_cells)
+                     for c in range(rows.shape[1])], axis=1)
+
+
+def speed_section(reps: int) -> None:
+    print_table(
+        f"**Encode and decode against the floor** (medians of {reps} interleaved repeats, one "
+        "thread; floor = one keyed hash of every key + one scatter of every key's row into its "
+        "cells, the faster of 1-D np.add.at and np.bincount). Goals at 10^5 keys: encode <= "
+        f"{SPEED_GOALS[0]:g}x, decode <= {SPEED_GOALS[1]:g}x the floor.",
+        ("keys", "cells", "hash s", "scatter s (add.at / bincount)", "floor s", "encode s",
+         "decode s", "encode / floor", "decode / floor"),
+    )
+    for n in SPEED_SIZES:
+        keys = [f"label-{i}" for i in range(n)]
+        data = [k.encode() for k in keys]
+        params = IbltParams(capacity=n, max_key_bytes=MAX_KEY_BYTES, seed=SEED)
+        rows = np.random.default_rng(SEED).integers(
+            0, params.modulus, size=(n, params.cell_width), dtype=np.uint64)
+        cells = floor_hash(params, data)
+        sketch = IbltSketch.from_keys(params, keys)
+        expected = dict.fromkeys(keys, 1)
+        steps = {
+            "hash": partial(floor_hash, params, data),
+            "add.at": partial(scatter_add_at, params.num_cells, cells, rows),
+            "bincount": partial(scatter_bincount, params.num_cells, cells, rows),
+            "encode": partial(IbltSketch.from_keys, params, keys),
+            "decode": sketch.decode,
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(reps):
+            for name, step in steps.items():
+                seconds, value = time_call(step)
+                times[name].append(seconds)
+                if name == "decode" and not (value.complete and value.counts == expected):
+                    raise RuntimeError(f"decode of {n} keys is not complete and exact")
+        med = {name: statistics.median(t) for name, t in times.items()}
+        floor = med["hash"] + min(med["add.at"], med["bincount"])
+        print_row(n, params.num_cells, f"{med['hash']:.4f}",
+                  f"{med['add.at']:.4f} / {med['bincount']:.4f}", f"{floor:.4f}",
+                  f"{med['encode']:.4f}", f"{med['decode']:.4f}",
+                  f"{med['encode'] / floor:.2f}x", f"{med['decode'] / floor:.2f}x")
+
+
 def time_call(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     value = fn()
     return time.perf_counter() - start, value
 
 
-def time_encode_decode(keys: list[str], reps: int) -> tuple[list[float], list[float], int]:
-    """Encode and decode ``keys`` ``reps`` times; returns both timings and the table's cells."""
-    params = IbltParams(capacity=len(keys), max_key_bytes=MAX_KEY_BYTES, seed=SEED)
-    expected = dict.fromkeys(keys, 1)
-    encode_s, decode_s = [], []
-    for _ in range(reps):
-        t_enc, sketch = time_call(lambda: IbltSketch.from_keys(params, keys))
-        t_dec, result = time_call(sketch.decode)
-        if not (result.complete and result.counts == expected):
-            raise RuntimeError(f"decode of {len(keys)} keys is not complete and exact")
-        encode_s.append(t_enc)
-        decode_s.append(t_dec)
-    return encode_s, decode_s, params.num_cells
+# ------------------------------------------------------------------------------------- 2. bytes
+def previous_cells(capacity: int) -> int:
+    """The sizing this one replaced: 1.1x the peeling threshold, or a 1e-4 pair budget."""
+    linear = math.ceil(1.1 * 1.222 * capacity / 3) + 4
+    pair = math.ceil((max(capacity * (capacity - 1) / 2, 1.0) / 1e-4) ** (1 / 3))
+    return 3 * max(linear, pair)
 
 
-def speed_section(reps: int) -> None:
+def bytes_section() -> None:
     print_table(
-        f"**Encode and decode seconds** (best and median of {reps}, one thread; every decode "
-        f"checked complete and exact). Goal: <= {SPEED_GOAL_S} s each at 10^5 keys on one core.",
-        ("keys", "key kind", "cells", "encode best s", "encode median s", "decode best s",
-         "decode median s"),
+        "**Label-discovery upload per client** (64-byte keys, 8 bytes per element). Previous: "
+        "1e-4 pair budget, no retry. Now: stall <= p per attempt (analytic bound at load = "
+        "capacity), two fresh-seed retries; expected = one sketch x (1 + p + p^2).",
+        ("capacity", "previous cells", "previous bytes", "cells", "bytes per attempt",
+         "stall bound p", "expected bytes", "previous / expected", "failed discovery <= p^3"),
     )
-    rng = random.Random(SEED)
-    for n in SPEED_SIZES:
-        kinds = (("label-{i}", [f"label-{i}" for i in range(n)]),
-                 ("random label", random_labels(rng, n)))
-        for kind, keys in kinds:
-            encode_s, decode_s, cells = time_encode_decode(keys, reps)
-            print_row(n, kind, cells, f"{min(encode_s):.4f}", f"{statistics.median(encode_s):.4f}",
-                      f"{min(decode_s):.4f}", f"{statistics.median(decode_s):.4f}")
+    for capacity in CAPACITIES:
+        params = IbltParams(capacity=capacity, max_key_bytes=MAX_KEY_BYTES)
+        p = failure_bound(capacity, params.subtable_cells, params.repetitions)
+        before = previous_cells(capacity) * params.cell_width * ELEMENT_BYTES
+        now = params.vector_length * ELEMENT_BYTES
+        expected = now * (1 + p + p * p)
+        print_row(capacity, previous_cells(capacity), f"{before:,}", params.num_cells, f"{now:,}",
+                  f"{p:.2e}", f"{expected:,.0f}", f"{before / expected:.2f}x", f"{p**3:.1e}")
 
 
 # ------------------------------------------------------------------------------------- trials
@@ -180,60 +247,89 @@ def wilson_upper(failures: int, trials: int, z: float = WILSON_Z) -> float:
     return (centre + spread) / denom
 
 
-# ------------------------------------------------------------------------------- 2. at capacity
-def at_capacity_section(quick: bool) -> None:
+# ------------------------------------------------------------------------------------- 3. stalls
+def model_stalls(rng: np.random.Generator, n: int, w: int, r: int, trials: int) -> int:
+    """Stalls of the hypergraph model: ``trials`` independent tables of ``n`` keys, each key in a
+    uniform cell of each of ``r`` sub-tables of ``w`` cells, peeled in vectorised rounds."""
+    stalls, batch = 0, max(1, 2_000_000 // max(1, n * r))
+    for start in range(0, trials, batch):
+        t = min(batch, trials - start)
+        cells = (rng.integers(0, w, size=(t, n, r)) + np.arange(r) * w
+                 + (np.arange(t) * r * w)[:, None, None]).reshape(t * n, r)
+        alive = np.ones(t * n, dtype=bool)
+        while True:
+            degree = np.bincount(cells[alive].ravel(), minlength=t * r * w)
+            peel = alive & np.any(degree[cells] == 1, axis=1)
+            if not peel.any():
+                break
+            alive &= ~peel
+        stalls += int(np.unique(np.flatnonzero(alive) // n).size)
+    return stalls
+
+
+def stall_section(quick: bool) -> None:
     print_table(
-        "**Decode success at load = capacity** (keys = capacity; fresh keys and hash seed per "
-        "trial; success = complete and exact). Upper bound: 95% Wilson (two-sided) on the "
-        "failure rate. Wrong counts must be 0.",
-        ("capacity", "cells", "successes / trials", "success rate", "failure rate 95% upper",
-         "wrong counts", "seconds"),
+        "**Stall rate at load = capacity** (default sizing). Sketch: fresh keys and hash seed per "
+        "trial, the real encode and decode; a stall is an incomplete decode, a wrong count a "
+        "decoded key not inserted or a count other than 1 (must be 0). Model: random cells, "
+        "vectorised peeling. Upper bounds: 95% Wilson (two-sided).",
+        ("capacity", "cells", "analytic bound", "sketch stalls / trials", "sketch 95% upper",
+         "wrong counts", "model stalls / trials", "model rate", "model 95% upper"),
     )
     rng = random.Random(SEED + 1)
-    for capacity, (full, quick_trials) in AT_CAPACITY_TRIALS.items():
+    model_rng = np.random.default_rng(SEED + 2)
+    for capacity, (full, quick_trials) in SKETCH_TRIALS.items():
         trials = quick_trials if quick else full
-        start = time.perf_counter()
         results = [run_trial(rng, capacity, capacity, t) for t in range(trials)]
-        seconds = time.perf_counter() - start
-        successes = sum(r.success(capacity) for r in results)
-        cells = IbltParams(capacity=capacity, max_key_bytes=MAX_KEY_BYTES).num_cells
-        print_row(capacity, cells, f"{successes} / {trials}", f"{successes / trials:.5f}",
-                  f"{wilson_upper(trials - successes, trials):.2e}",
-                  sum(r.wrong for r in results), f"{seconds:.1f}")
+        stalls = sum(not r.complete for r in results)
+        params = IbltParams(capacity=capacity, max_key_bytes=MAX_KEY_BYTES)
+        bound = failure_bound(capacity, params.subtable_cells, params.repetitions)
+        m_full, m_quick = MODEL_TRIALS[capacity]
+        m_trials = m_quick if quick else m_full
+        m_stalls = model_stalls(model_rng, capacity, params.subtable_cells, params.repetitions,
+                                m_trials)
+        print_row(capacity, params.num_cells, f"{bound:.2e}", f"{stalls} / {trials}",
+                  f"{wilson_upper(stalls, trials):.2e}", sum(r.wrong for r in results),
+                  f"{m_stalls} / {m_trials}", f"{m_stalls / m_trials:.2e}",
+                  f"{wilson_upper(m_stalls, m_trials):.2e}")
 
 
-# ------------------------------------------------------------------------------------- 3. load
-def load_section(quick: bool) -> None:
-    full, quick_trials = LOAD_TRIALS
-    trials = quick_trials if quick else full
-    print_table(
-        f"**Decode success against load** ({trials} trials per row; keys = load x capacity; "
-        "fresh keys and hash seed per trial). Wrong counts must be 0.",
-        ("capacity", "load", "keys", "complete rate", "mean fraction recovered", "wrong counts"),
-    )
-    rng = random.Random(SEED + 2)
-    for capacity in LOAD_CAPACITIES:
-        for load in LOAD_FACTORS:
-            n_keys = round(load * capacity)
-            results = [run_trial(rng, capacity, n_keys, t) for t in range(trials)]
-            complete = sum(r.complete for r in results) / trials
-            recovered = statistics.fmean(r.recovered / n_keys for r in results)
-            print_row(capacity, load, n_keys, f"{complete:.3f}", f"{recovered:.4f}",
-                      sum(r.wrong for r in results))
+class _Tee:
+    """Writes to stdout and to a file."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> None:
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, under 20 seconds")
+    parser.add_argument("--quick", action="store_true", help="smoke run; writes no results file")
     args = parser.parse_args()
-    start = time.perf_counter()
-    print("# IBLT benchmark" + (" (--quick)" if args.quick else ""))
-    print(f"\nCPU: {cpu_model()}; numpy {np.__version__}; Python {platform.python_version()}; "
-          "one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1)")
-    speed_section(reps=3 if args.quick else 5)
-    at_capacity_section(args.quick)
-    load_section(args.quick)
-    print(f"\nTotal runtime: {time.perf_counter() - start:.1f} s")
+    out = None if args.quick else open(RESULTS, "w", encoding="utf-8")  # noqa: SIM115
+    stdout = sys.stdout
+    if out is not None:
+        sys.stdout = _Tee(stdout, out)
+    try:
+        start = time.perf_counter()
+        print("# IBLT benchmark" + (" (--quick)" if args.quick else ""))
+        print(f"\nCPU: {cpu_model()}; numpy {np.__version__}; Python "
+              f"{platform.python_version()}; one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1)")
+        speed_section(reps=3 if args.quick else 7)
+        bytes_section()
+        stall_section(args.quick)
+        print(f"\nTotal runtime: {time.perf_counter() - start:.1f} s")
+    finally:
+        sys.stdout = stdout
+        if out is not None:
+            out.close()
 
 
 if __name__ == "__main__":

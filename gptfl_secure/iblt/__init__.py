@@ -6,9 +6,10 @@ Public interface (the README's "The IBLT" section says more)::
     s = IbltSketch.from_keys(params, ["dog", "cat"])
     total = sum(sketches)            # linear in Z_p
     result = total.decode()          # DecodeResult(counts, complete)
+    counts = total.decode_exact()    # {key: count}, or DecodeFailed
 """
 
 from .params import IbltParams
-from .sketch import DecodeResult, IbltSketch
+from .sketch import DecodeFailed, DecodeResult, IbltSketch
 
-__all__ = ["DecodeResult", "IbltParams", "IbltSketch"]
+__all__ = ["DecodeFailed", "DecodeResult", "IbltParams", "IbltSketch"]

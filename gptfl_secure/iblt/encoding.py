@@ -59,10 +59,11 @@ def encode(params: IbltParams, keys: Sequence[bytes]) -> EncodedKeys:
     n, m = len(keys), params.num_chunks
     width = m * CHUNK_BYTES
     payload = np.zeros((n, 1 + m), dtype=np.uint64)
-    payload[:, 0] = [len(k) for k in keys]
+    payload[:, 0] = np.fromiter(map(len, keys), dtype=np.uint64, count=n)
     if n:
-        raw = np.frombuffer(b"".join(k.ljust(width, b"\0") for k in keys), dtype=np.uint8)
-        payload[:, 1:] = chunks_from_bytes(raw.reshape(n, width), m)
+        # A fixed-width bytes array zero-pads each key in C; the lengths keep trailing NULs apart.
+        raw = np.array(keys, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+        payload[:, 1:] = chunks_from_bytes(raw, m)
     digests = digest_keys(params, keys)
     return EncodedKeys(payload, cells_from_digests(params, digests), checks_from_digests(digests))
 
@@ -73,6 +74,19 @@ def chunks_from_bytes(raw: np.ndarray, num_chunks: int) -> np.ndarray:
     wide = np.zeros((n, num_chunks, 8), dtype=np.uint8)
     wide[:, :, 1:] = raw.reshape(n, num_chunks, CHUNK_BYTES)
     return wide.view(">u8").reshape(n, num_chunks).astype(np.uint64)
+
+
+def keys_from_bytes(raw: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """Row i of ``raw`` (n, width) uint8, cut to ``lengths[i]`` bytes, as ``bytes``."""
+    n, width = raw.shape
+    if n == 0:
+        return []
+    # numpy's fixed-width bytes drop trailing NULs: re-cut the few keys that end in NUL bytes.
+    keys = np.ascontiguousarray(raw).view(f"S{width}").ravel().tolist()
+    lengths = lengths.tolist()
+    for i in np.flatnonzero(np.fromiter(map(len, keys), np.int64, n) != lengths).tolist():
+        keys[i] = raw[i, : lengths[i]].tobytes()
+    return keys
 
 
 def bytes_from_chunks(chunks: np.ndarray) -> np.ndarray:

@@ -26,6 +26,15 @@ def _fold(x: np.ndarray) -> np.ndarray:
     return np.where(x >= _P, x - _P, x)
 
 
+def _fold_in_place(x: np.ndarray) -> np.ndarray:
+    """:func:`_fold` without temporaries beyond one: reduces uint64 ``x`` to [0, p) in place."""
+    high = x >> _S61
+    np.bitwise_and(x, _P, out=x)
+    np.add(x, high, out=x)
+    np.subtract(x, _P, out=x, where=x >= _P)
+    return x
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a + b) mod p for arrays of field elements (broadcasting)."""
     s = np.asarray(a, dtype=np.uint64) + np.asarray(b, dtype=np.uint64)
@@ -89,23 +98,49 @@ def _times_2_32(x: np.ndarray) -> np.ndarray:
     return _fold((x >> _S29) + ((x & _MASK29) << _S32))
 
 
+SAFE_TERMS = 7
+"""A table entry plus up to 7 row values, each < p < 2^61, sum below 2^64: no uint64 overflow."""
+
+
 def add_rows_to_cells(table: np.ndarray, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """In place: for every i and j, ``table[cells[i, j]] += rows[i]`` (mod p).
 
     ``cells`` is (n, r): each of the n rows goes to r cells; ``rows`` is (n, width) in [0, p).
-    Contributions are grouped by cell (sort + ``reduceat``) and summed on their 32-bit halves,
-    which cannot overflow below 2^32 contributions per cell, then folded back into Z_p. Only the
-    touched cells are read and written. Returns the sorted distinct touched cells.
+    One unbuffered ``np.add.at`` per column of ``cells`` adds the rows in uint64, which cannot
+    overflow in a cell that gets at most ``SAFE_TERMS`` rows; the touched cells are then folded
+    back into Z_p. The rare cells that get more are recomputed exactly on their 32-bit halves
+    (:func:`_exact_cell_sums`). Returns the sorted distinct touched cells.
     """
-    flat = cells.ravel()
-    if flat.size == 0:
+    if cells.size == 0:
         return np.empty(0, dtype=np.int64)
-    order = np.argsort(flat, kind="stable")
-    flat = flat[order]
+    num_cells, width = table.shape
+    per_cell = np.bincount(cells.ravel(), minlength=num_cells)
+    touched = np.flatnonzero(per_cell)
+    heavy = np.flatnonzero(per_cell > SAFE_TERMS)
+    before = table[heavy]
+    flat = table.reshape(-1)
+    columns = np.arange(width)
+    for j in range(cells.shape[1]):
+        np.add.at(flat, (cells[:, j, None] * width + columns).ravel(), rows.reshape(-1))
+    if 2 * touched.size > num_cells:
+        _fold_in_place(table)  # contiguous passes beat a gather and a scatter
+    else:
+        table[touched] = _fold_in_place(table[touched])
+    if heavy.size:
+        table[heavy] = add(before, _exact_cell_sums(cells, rows, heavy))
+    return touched
+
+
+def _exact_cell_sums(cells: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sum (mod p) of the rows that ``cells`` sends to each of the sorted cells ``targets``:
+    grouped by cell (sort + ``reduceat``) and summed on 32-bit halves, which cannot overflow
+    below 2^32 rows per cell."""
+    flat = cells.ravel()
+    picked = np.flatnonzero(np.isin(flat, targets))
+    order = picked[np.argsort(flat[picked], kind="stable")]
     values = rows[order // cells.shape[1]]
-    starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    sorted_cells = flat[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_cells[1:] != sorted_cells[:-1])))
     hi = np.add.reduceat(values >> _S32, starts, axis=0)
     lo = np.add.reduceat(values & _MASK32, starts, axis=0)
-    touched = flat[starts]
-    table[touched] = add(table[touched], add(_times_2_32(hi), _fold(lo)))
-    return touched
+    return add(_times_2_32(hi), _fold(lo))

@@ -8,13 +8,14 @@ histogram, and nothing about which client inserted what.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import field
+from . import field as zp
 from .encoding import (
     EncodedKeys,
     bytes_from_chunks,
@@ -22,6 +23,7 @@ from .encoding import (
     checks_from_digests,
     digest_keys,
     encode,
+    keys_from_bytes,
     validate_keys,
 )
 from .params import CHUNK_BYTES, IbltParams
@@ -33,11 +35,36 @@ _CHUNK_LIMIT = np.uint64(1 << (8 * CHUNK_BYTES))
 class DecodeResult:
     """``counts``: every key that could be verified, with its signed count. ``complete``: True iff
     the table peeled to all zeros, so ``counts`` is the whole histogram. For a sum of honest
-    sketches an incomplete result (over capacity) still holds only verified, exact counts; a
-    forged vector can make an over-capacity decode report a wrong count (SECURITY.md)."""
+    sketches an incomplete result (over capacity, or a stall within capacity, which happens with
+    probability at most ``params.max_failure``) still holds only verified, exact counts; a forged
+    vector can make an over-capacity decode report a wrong count (SECURITY.md).
+
+    What could not be decoded, for sizing a retry (read for honest sums with positive counts):
+    ``undecoded_cells``, the non-zero cells left; ``min_keys``, a lower bound on the distinct keys
+    (every cell left holds at least two keys, else it would have peeled); ``estimated_keys``, the
+    distinct keys estimated from the occupied cells of the summed table (linear counting), or the
+    total count when a sub-table is full (an upper bound)."""
 
     counts: dict[str, int]
     complete: bool
+    undecoded_cells: int = field(default=0, compare=False)
+    min_keys: int = field(default=0, compare=False)
+    estimated_keys: float = field(default=0.0, compare=False)
+
+
+class DecodeFailed(ValueError):
+    """The table did not peel to zero: :meth:`IbltSketch.decode_exact` refuses to return a partial
+    histogram. ``result`` is the partial :class:`DecodeResult` (verified, exact counts, and what
+    could not be decoded)."""
+
+    def __init__(self, result: DecodeResult, capacity: int) -> None:
+        self.result = result
+        self.capacity = capacity
+        super().__init__(
+            f"IBLT decode incomplete: {len(result.counts)} keys decoded, {result.undecoded_cells} "
+            f"cells left (at least {result.min_keys} keys in all, about "
+            f"{result.estimated_keys:.0f}; capacity {capacity}). Retry with a fresh seed, and a "
+            "larger capacity if the keys exceed it")
 
 
 class IbltSketch:
@@ -95,7 +122,7 @@ class IbltSketch:
                 raise ValueError(f"count of {key!r} is {count}; |count| must be <= (p-1)/2")
         items = [(k, int(c)) for k, c in counts.items() if int(c) != 0]
         data = validate_keys(params, [k for k, _ in items])
-        mult = field.from_signed(np.array([c for _, c in items], dtype=np.int64))
+        mult = zp.from_signed(np.array([c for _, c in items], dtype=np.int64))
         return cls._from_encoded(params, encode(params, data), mult)
 
     @classmethod
@@ -123,7 +150,7 @@ class IbltSketch:
     def _from_encoded(cls, params: IbltParams, enc: EncodedKeys, mult: np.ndarray) -> IbltSketch:
         rows = _cell_rows(enc, mult)
         table = np.zeros((params.num_cells, params.cell_width), dtype=np.uint64)
-        field.add_rows_to_cells(table, enc.cells, rows)
+        zp.add_rows_to_cells(table, enc.cells, rows)
         return cls(params, table)
 
     def to_vector(self) -> np.ndarray:
@@ -143,7 +170,7 @@ class IbltSketch:
 
     def __add__(self, other: object) -> IbltSketch:
         other = self._check_compatible(other)
-        return IbltSketch(self.params, field.add(self._table, other._table))
+        return IbltSketch(self.params, zp.add(self._table, other._table))
 
     def __radd__(self, other: object) -> IbltSketch:
         if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
@@ -152,10 +179,10 @@ class IbltSketch:
 
     def __sub__(self, other: object) -> IbltSketch:
         other = self._check_compatible(other)
-        return IbltSketch(self.params, field.sub(self._table, other._table))
+        return IbltSketch(self.params, zp.sub(self._table, other._table))
 
     def __neg__(self) -> IbltSketch:
-        return IbltSketch(self.params, field.neg(self._table))
+        return IbltSketch(self.params, zp.neg(self._table))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IbltSketch):
@@ -191,23 +218,52 @@ class IbltSketch:
                 break
             keys, cells, rows, mult = found
             # An honest sum shows each key pure with one count, and never again once peeled.
-            repeated = counts.keys() & set(keys)
-            if repeated or len(set(keys)) != len(keys):
+            fresh = set(keys)
+            repeated = counts.keys() & fresh
+            if repeated or len(fresh) != len(keys):
                 consistent = False
                 for key in repeated | {k for k in keys if keys.count(k) > 1}:
                     counts.pop(key, None)
                 break
-            counts.update(zip(keys, field.to_signed(mult).tolist(), strict=True))
-            contrib = field.neg(field.mul(rows, mult[:, None]))
-            dirty = field.add_rows_to_cells(table, cells, contrib)
-        complete = consistent and not table.any()
-        decoded = {}
-        for key, count in counts.items():
-            try:
-                decoded[key.decode("utf-8")] = count
-            except UnicodeDecodeError:
-                complete = False  # only a forged vector holds non-UTF-8 keys
-        return DecodeResult(decoded, complete)
+            counts.update(zip(keys, zp.to_signed(mult).tolist(), strict=True))
+            # A pure cell holds exactly its key's contribution: subtract that row everywhere.
+            dirty = zp.add_rows_to_cells(table, cells, zp.neg(rows))
+        left = table.any(axis=1)
+        complete = consistent and not left.any()
+        try:
+            decoded = {key.decode("utf-8"): count for key, count in counts.items()}
+        except UnicodeDecodeError:  # only a forged vector holds non-UTF-8 keys: drop them
+            complete = False
+            decoded = {}
+            for key, count in counts.items():
+                with contextlib.suppress(UnicodeDecodeError):
+                    decoded[key.decode("utf-8")] = count
+        if complete:
+            return DecodeResult(decoded, True)
+        r, w = params.repetitions, params.subtable_cells
+        min_keys = len(counts) + 2 * int(left.reshape(r, w).sum(axis=1).max())
+        return DecodeResult(decoded, False, int(left.sum()), min_keys,
+                            max(float(min_keys), _estimate_keys(self._table, r, w)))
+
+    def decode_exact(self) -> dict[str, int]:
+        """The whole histogram ``{key: count}``, or :class:`DecodeFailed` (carrying the partial
+        result) when the table does not peel to zero; never a partial histogram."""
+        result = self.decode()
+        if not result.complete:
+            raise DecodeFailed(result, self.params.capacity)
+        return result.counts
+
+
+def _estimate_keys(table: np.ndarray, repetitions: int, subtable_cells: int) -> float:
+    """Distinct keys in a summed table, from its occupied cells: n ~ -w ln(1 - occupied / w)
+    (linear counting), the largest over sub-tables; with a full sub-table, the total count of
+    sub-table 0 (an upper bound for positive counts) when it is plausible, else infinity."""
+    w = subtable_cells
+    occupied = table.any(axis=1).reshape(repetitions, w).sum(axis=1)
+    if occupied.max() < w:
+        return float(np.max(-w * np.log1p(-occupied / w)))
+    total = sum(table[:w, 0].tolist()) % zp.MODULUS
+    return float(total) if total < 1 << 40 else float("inf")
 
 
 def _require_params(params: object) -> None:
@@ -221,56 +277,75 @@ def _cell_rows(enc: EncodedKeys, mult: np.ndarray) -> np.ndarray:
     rows = np.concatenate([np.ones((n, 1), np.uint64), enc.payload, enc.checks], axis=1)
     if np.all(mult == 1):
         return rows
-    return field.mul(rows, mult[:, None])
+    return zp.mul(rows, mult[:, None])
+
+
+_SMALL_COUNT = np.uint64(32)
+# An odd 64-bit multiplier: count * _FINGERPRINT[0] + check_0 (wrapping) fingerprints a row.
+_FINGERPRINT = np.random.default_rng(0x1B17).integers(1, 2**63, size=1, dtype=np.uint64) | 1
+
+
+def _unit_payload(payload: np.ndarray, mult: np.ndarray) -> np.ndarray:
+    """``payload / mult`` in Z_p, row-wise, in place (``payload`` is a fresh gather). A pure cell
+    with count c < 32 holds c * v < p for every entry v < 2^56 (length, chunks), so exact integer
+    division recovers v (a remainder marks the cell impure: its length is then made invalid);
+    other counts use the inverse."""
+    is_small = (mult != 1) & (mult < _SMALL_COUNT)
+    small = np.flatnonzero(is_small)
+    if small.size:
+        # The length column first: most impure cells fail it, the others are divided in full.
+        c = mult[small]
+        divides = payload[small, 0] % c == 0
+        payload[small[~divides], 0] = _CHUNK_LIMIT
+        small, c = small[divides], c[divides, None]
+        x = payload[small]
+        q = x // c
+        payload[small] = np.where(q * c == x, q, _CHUNK_LIMIT)
+    rest = np.flatnonzero((mult != 1) & ~is_small)
+    if rest.size:
+        payload[rest] = zp.mul(payload[rest], zp.inverse(mult[rest])[:, None])
+    return payload
 
 
 def _pure_cells(params: IbltParams, table: np.ndarray, cells_to_test: np.ndarray):
     """Verified pure cells among ``cells_to_test``, one per distinct key.
 
-    Returns ``(keys, cells, rows, mult)``: key bytes, their (k, r) cell indices, their unit cell
-    rows ``[1, length, chunks, checks]`` and their counts in Z_p; or None if no cell is pure.
+    Returns ``(keys, cells, rows, mult)``: key bytes, their (k, r) cell indices, the pure cells'
+    rows (count * [1, length, chunks, checks], the key's whole contribution to each of its cells)
+    and their counts in Z_p; or None if no cell is pure.
     """
     m = params.num_chunks
     candidates = cells_to_test[table[cells_to_test, 0] != 0]
     if candidates.size == 0:
         return None
     mult = table[candidates, 0]
-    payload = field.mul(table[candidates, 1 : 2 + m], field.inverse(mult)[:, None])
+    unit = _unit_payload(table[candidates, 1 : 2 + m], mult)  # [length, chunks] / count
     # Cheap structural filter: a valid encoding has length <= max, chunks < 2^56, zero padding.
-    ok = (payload[:, 0] <= np.uint64(params.max_key_bytes)) & np.all(
-        payload[:, 1:] < _CHUNK_LIMIT, axis=1
-    )
-    candidates, mult, payload = candidates[ok], mult[ok], payload[ok]
-    if candidates.size == 0:
+    ok = np.flatnonzero((unit[:, 0] <= np.uint64(params.max_key_bytes))
+                        & np.all(unit[:, 1:] < _CHUNK_LIMIT, axis=1))
+    # A key pure in several cells has identical rows there (count and checks included): look at
+    # each distinct row once. Deduplicating on the decoded key (or the unit row) instead would be
+    # wrong: an impure cell can decode to the average of its keys, which may be another real key
+    # (e.g. the average of "label-552" and "label-754" is "label-653") and would shadow that
+    # key's pure cell. Rows are told apart by their count and first check value (the average's
+    # count and checks differ); a pure row that shares both with another candidate's (about
+    # 2^-61) may stay undecoded: a stall, which is detected, never a wrong count.
+    fingerprint = table[candidates[ok], 0] * _FINGERPRINT[0] + table[candidates[ok], -2]
+    ok = ok[np.unique(fingerprint, return_index=True)[1]]
+    # Zero padding: chunk j keeps its first clip(length - 7j, 0, 7) bytes, its low bytes are 0.
+    length = unit[:, 0].astype(np.int64)
+    kept = np.clip(length[ok, None] - CHUNK_BYTES * np.arange(m)[None, :], 0, CHUNK_BYTES)
+    padding = (np.uint64(1) << (8 * (CHUNK_BYTES - kept)).astype(np.uint64)) - np.uint64(1)
+    sel = ok[np.all(unit[ok, 1:] & padding == 0, axis=1)]
+    if sel.size == 0:
         return None
-    length = payload[:, 0].astype(np.int64)
-    raw = bytes_from_chunks(payload[:, 1:])
-    beyond = np.arange(raw.shape[1])[None, :] >= length[:, None]
-    ok = ~np.any((raw != 0) & beyond, axis=1)
-    # A key pure in several cells has identical rows there (checks included): verify each
-    # distinct row once. Deduplicating on the decoded key instead would be wrong: an impure cell
-    # can decode to the average of its keys, which may be another real key (e.g. the average of
-    # "label-552" and "label-754" is "label-653") and would shadow that key's pure cell.
-    row_bytes = np.ascontiguousarray(table[candidates]).tobytes()
-    row_width = 8 * table.shape[1]
-    first: dict[bytes, int] = {}
-    for i in np.flatnonzero(ok).tolist():
-        first.setdefault(row_bytes[i * row_width : (i + 1) * row_width], i)
-    if not first:
-        return None
-    sel = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-    candidates, mult, payload, raw, length = (
-        candidates[sel], mult[sel], payload[sel], raw[sel], length[sel]
-    )
-    width, flat = raw.shape[1], raw.tobytes()
-    keys = [flat[i * width : i * width + int(n)] for i, n in enumerate(length.tolist())]
+    candidates, mult = candidates[sel], mult[sel]
+    keys = keys_from_bytes(bytes_from_chunks(unit[sel, 1:]), length[sel])
     digests = digest_keys(params, keys)
     cells = cells_from_digests(params, digests)
-    checks = checks_from_digests(digests)
-    ok = np.any(cells == candidates[:, None], axis=1)
-    ok &= np.all(table[candidates, -2:] == field.mul(checks, mult[:, None]), axis=1)
-    if not ok.any():
+    ok = np.flatnonzero(np.any(cells == candidates[:, None], axis=1))
+    checks = checks_from_digests(digests[ok])
+    ok = ok[np.all(table[candidates[ok], -2:] == zp.mul(checks, mult[ok, None]), axis=1)]
+    if ok.size == 0:
         return None
-    sel = np.flatnonzero(ok)
-    rows = np.concatenate([np.ones((sel.size, 1), np.uint64), payload[sel], checks[sel]], axis=1)
-    return [keys[i] for i in sel], cells[sel], rows, mult[sel]
+    return [keys[i] for i in ok], cells[ok], table[candidates[ok]], mult[ok]

@@ -4,6 +4,13 @@ Each client encodes the set of its distinct label names into an IBLT; the server
 sum of the sketch vectors (through the aggregator) and decodes ``{label: #clients}``. It learns
 the histogram and the number of participants, not which client holds which label.
 
+The table is sized for ``capacity`` labels so that one decode fails (stalls, which is always
+detected) with probability at most ``params.max_failure`` (1%); a stalled decode is retried in a
+fresh session with a fresh public hash seed, so that all attempts stall with probability at most
+1e-6 (proofs/iblt-sizing.md). When the stalled table shows more labels than ``capacity``, the retry
+also grows the capacity to the estimated load. If every attempt stalls, label discovery stops the
+run with :class:`LabelDiscoveryFailed`: it never continues on a partial label union.
+
 A session that aborts (too few clients answered well: dropouts, or nodes whose replies were
 malformed) is retried with a fresh session, up to ``abort_retries`` times. If every attempt aborts,
 label discovery stops the run with :class:`LabelDiscoveryFailed`, which lists why each session
@@ -20,13 +27,14 @@ label discovery with ``--label-dp-noise``), the Flower ServerApp through :func:`
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..iblt import IbltParams, IbltSketch
+from ..iblt import DecodeFailed, IbltParams, IbltSketch
 from ..learning.data import Dataset
 from ..privacy.label_noise import CountSketchParams, DPLabelCodec, noisy_label_counts
 from ..protocols import SecAggAbort
@@ -38,16 +46,36 @@ Log = Callable[[str], None]
 ABORT_RETRIES = 2
 """Fresh sessions tried after an aborted one, before label discovery gives up."""
 
+DISCOVERY_FAILURE = 1e-6
+"""Bound on the probability that every decode attempt stalls, for at most ``capacity`` labels."""
+
+
+def decode_retries(params: IbltParams) -> int:
+    """Fresh-seed retries after a stalled decode: the fewest r with
+    ``params.max_failure ** (r + 1) <= DISCOVERY_FAILURE`` (2 at the default 1%)."""
+    ratio = math.log(DISCOVERY_FAILURE) / math.log(params.max_failure)
+    return max(0, math.ceil(ratio - 1e-9) - 1)
+
 
 class LabelDiscoveryFailed(RuntimeError):
-    """Every label-discovery session aborted: the run cannot learn its label union.
+    """Every label-discovery session aborted, or every decode stalled: the run cannot learn its
+    label union.
 
-    ``aborts`` holds each attempt's :class:`SecAggAbort` (its ``partial`` record, when set, is
-    that session's transcript up to the abort)."""
+    ``aborts`` holds each aborted attempt's :class:`SecAggAbort` (its ``partial`` record, when
+    set, is that session's transcript up to the abort); ``stalls`` each stalled decode's
+    :class:`~gptfl_secure.iblt.DecodeFailed`."""
 
-    def __init__(self, aborts: list[SecAggAbort]) -> None:
+    def __init__(self, aborts: list[SecAggAbort], stalls: Sequence[DecodeFailed] = ()) -> None:
         self.aborts = list(aborts)
+        self.stalls = list(stalls)
         reasons = "; ".join(f"attempt {i}: {a}" for i, a in enumerate(self.aborts, 1))
+        if self.stalls:
+            super().__init__(
+                f"label discovery failed: all {len(self.stalls)} decodes stalled (last: "
+                f"{self.stalls[-1]}), {len(self.aborts)} sessions aborted. Within capacity this "
+                f"happens with probability <= {DISCOVERY_FAILURE:g}; more likely the clients "
+                "hold more distinct labels than --label-capacity: raise it and rerun")
+            return
         super().__init__(
             f"label discovery failed: all {len(self.aborts)} sessions aborted ({reasons}). "
             "Fewer clients than the threshold answered each session correctly; check that "
@@ -65,6 +93,7 @@ class LabelDiscovery:
     session: AggregateResult | None = field(default=None, compare=False, repr=False)
     dp: dict | None = field(default=None, compare=False)  # the guarantee, with DP
     aborts: tuple[str, ...] = field(default=(), compare=False)  # sessions that aborted first
+    stalls: tuple[str, ...] = field(default=(), compare=False)  # decodes that stalled first
 
     def to_json(self) -> dict:
         """The ``label_discovery`` section of metrics.json, plus ``dp`` with DP."""
@@ -74,6 +103,8 @@ class LabelDiscovery:
             out["dp"] = self.dp
         if self.aborts:
             out["aborted_sessions"] = list(self.aborts)
+        if self.stalls:
+            out["stalled_decodes"] = list(self.stalls)
         return out
 
 
@@ -82,18 +113,13 @@ def discover_labels(
     params: IbltParams,
     aggregate: Aggregator | None = None,
     *,
-    retries: int = 1,
+    retries: int | None = None,
     abort_retries: int = ABORT_RETRIES,
     log: Callable[[str], None] | None = None,
 ) -> LabelDiscovery:
-    """Sum the clients' label sketches and decode the histogram.
-
-    An incomplete decode (more distinct labels than ``params.capacity``) is retried up to
-    ``retries`` times with double the capacity, each retry a fresh aggregation session. An
-    aborted session is retried, same capacity, up to ``abort_retries`` times; when every attempt
-    aborts, :class:`LabelDiscoveryFailed`. The returned counts are exact for every label listed,
-    complete or not. The default aggregator is the masked-sum protocol over the complete graph,
-    modulo the IBLT's prime.
+    """Sum the clients' label sketches and decode the histogram (see :func:`discover_with` for
+    the retries). The counts returned are the exact, complete histogram. The default aggregator
+    is the masked-sum protocol over the complete graph, modulo the IBLT's prime.
     """
     aggregate = aggregate or SecureAggregator("full")
     if not client_labels:
@@ -112,17 +138,26 @@ def discover_with(
     sum_sketches: Callable[[IbltParams, int], AggregateResult],
     params: IbltParams,
     *,
-    retries: int = 1,
+    retries: int | None = None,
     abort_retries: int = ABORT_RETRIES,
     log: Callable[[str], None] | None = None,
 ) -> LabelDiscovery:
     """The label-discovery loop: ``sum_sketches(params, attempt)`` runs one fresh session
     (attempt counts from 1) and returns the summed sketch, or raises :class:`SecAggAbort`.
-    Capacity retries and abort retries are counted separately (see :func:`discover_labels`)."""
+
+    A stalled decode is retried up to ``retries`` times (default :func:`decode_retries`), each
+    retry a fresh session with the next fresh seed (:meth:`IbltParams.retry_seed`) and, when the
+    stalled table shows more labels than its capacity, a capacity grown to the estimated load. An
+    aborted session is retried with the same parameters up to ``abort_retries`` times. When
+    either runs out, :class:`LabelDiscoveryFailed`; never a partial histogram.
+    """
+    retries = decode_retries(params) if retries is None else retries
     if retries < 0 or abort_retries < 0:
         raise ValueError("retries and abort_retries must be >= 0")
+    first = params
     attempts = 0
     aborts: list[SecAggAbort] = []
+    stalls: list[DecodeFailed] = []
     while True:
         attempts += 1
         try:
@@ -138,18 +173,58 @@ def discover_with(
                 log(f"      label discovery: session {attempts} aborted ({abort}); retrying "
                     "with a fresh session")
             continue
-        result = IbltSketch.from_vector(params, summed.total).decode()
-        if result.complete or attempts - len(aborts) > retries:
-            return LabelDiscovery(
-                participants=len(summed.included),
-                counts=dict(sorted(result.counts.items())),
-                complete=result.complete,
-                capacity=params.capacity,
-                attempts=attempts,
-                session=summed,
-                aborts=tuple(str(a) for a in aborts),
-            )
-        params = params.with_capacity(2 * params.capacity)
+        try:
+            counts = IbltSketch.from_vector(params, summed.total).decode_exact()
+        except DecodeFailed as stall:
+            stalls.append(stall)
+            if len(stalls) > retries:
+                if log is not None:
+                    log(f"      label discovery: session {attempts}: {stall}; no retry left")
+                raise LabelDiscoveryFailed(aborts, stalls) from stall
+            params = retry_params(first, params, stall, len(stalls) + 1)
+            if log is not None:
+                log(f"      label discovery: session {attempts}: {stall}; retrying with a fresh "
+                    f"session and hash seed, capacity {params.capacity}")
+            continue
+        return LabelDiscovery(
+            participants=len(summed.included),
+            counts=dict(sorted(counts.items())),
+            complete=True,
+            capacity=params.capacity,
+            attempts=attempts,
+            session=summed,
+            aborts=tuple(str(a) for a in aborts),
+            stalls=tuple(str(s) for s in stalls),
+        )
+
+
+RETRY_HEADROOM = 1.25
+"""A retry after a decode that shows more keys than capacity sizes for 1.25x the estimate."""
+
+
+def retry_params(first: IbltParams, stalled: IbltParams, stall: DecodeFailed,
+                 decode: int) -> IbltParams:
+    """Parameters of decode attempt ``decode`` (>= 2) after ``stalled`` stalled: the fresh seed
+    ``first.retry_seed(decode)`` (public, and independent of the keys), the same capacity while
+    the stalled table is consistent with at most that many keys, else a capacity for
+    ``RETRY_HEADROOM`` times the estimated keys (at least double)."""
+    capacity = stalled.capacity
+    result = stall.result
+    if result.min_keys > capacity:
+        estimate = result.estimated_keys
+        if not math.isfinite(estimate):
+            estimate = 2.0 * result.min_keys
+        capacity = min(max(2 * capacity, math.ceil(RETRY_HEADROOM * estimate)), MAX_CAPACITY)
+    return stalled.with_capacity(capacity).with_seed(first.retry_seed(decode))
+
+
+MAX_CAPACITY = 1_000_000
+"""Largest capacity a retry grows to (``--label-capacity``'s own limit)."""
+
+
+DP_MAX_FAILURE = 1e-4
+"""DP label discovery runs one session (a second would be a second release), so its table is
+sized for a stall probability of 1e-4 in that one attempt."""
 
 
 def label_params(config: RunConfig) -> IbltParams:
@@ -175,7 +250,10 @@ def discover(config: RunConfig, client_labels: Mapping[int, set[str]], aggregate
     log(f"[1/3] label discovery: {config.clients} clients encode their label names into IBLT "
         f"sketches, summed with secagg={config.secagg}")
     if config.label_dp_noise is not None:
-        return discover_with_dp(config, client_labels, label_params(config), aggregate, log)
+        params = label_params(config)
+        params = IbltParams(params.capacity, params.max_key_bytes, params.seed,
+                            params.repetitions, DP_MAX_FAILURE)
+        return discover_with_dp(config, client_labels, params, aggregate, log)
     found = discover_labels(client_labels, label_params(config), aggregate)
     _log_found(found, log)
     return found

@@ -54,3 +54,25 @@ def test_inverse_of_zero_is_an_error():
     except ZeroDivisionError:
         return
     raise AssertionError("inverse(0) must raise")
+
+
+@given(st.data())
+def test_add_rows_to_cells_matches_python_integers_on_any_table(data):
+    """A non-zero table, rows sent to several cells each, light and heavy (> 7 rows) cells."""
+    cells_n, width = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 3))
+    n, r = data.draw(st.integers(0, 40)), data.draw(st.integers(1, 3))
+    near_p = st.integers(0, P - 1) | st.integers(P - 8, P - 1)
+    table = np.array(data.draw(st.lists(st.lists(near_p, min_size=width, max_size=width),
+                                        min_size=cells_n, max_size=cells_n)), np.uint64)
+    rows = np.array(data.draw(st.lists(st.lists(near_p, min_size=width, max_size=width),
+                                       min_size=n, max_size=n)), np.uint64).reshape(n, width)
+    cells = np.array(data.draw(st.lists(st.lists(st.integers(0, cells_n - 1), min_size=r,
+                                                  max_size=r), min_size=n, max_size=n)),
+                     np.int64).reshape(n, r)
+    expected = table.astype(object)
+    for i in range(n):
+        for j in range(r):
+            expected[cells[i, j]] = (expected[cells[i, j]] + rows[i].astype(object)) % P
+    touched = field.add_rows_to_cells(table, cells, rows)
+    assert table.tolist() == expected.tolist()
+    assert touched.tolist() == sorted(set(cells.ravel().tolist()))
