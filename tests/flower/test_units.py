@@ -101,6 +101,7 @@ MOD = 2**32
 LABELS = {0: {"cat", "dog"}, 1: {"dog"}, 2: {"cat", "owl"}, 3: {"owl"}, 4: {"dog", "emu"}}
 HANDLERS = {wire.SECAGG: client_app.secagg, wire.ENROLL: client_app.enroll,
             wire.PLAIN: client_app.plain}
+NO_RUN = client_app.RunSettings({})
 
 
 def _message(content: RecordDict, message_type: str, node: int) -> Message:
@@ -117,16 +118,25 @@ def _node_context(cid: int, **node_config) -> Context:
 
 class FakeNodes:
     """Stands in for FlowerTransport: each message goes to a node's ClientApp handler; a
-    ``tamper(group, cid, reply record) -> reply (any mapping) or None`` may rewrite a reply."""
+    ``tamper(group, cid, reply record) -> reply (any mapping) or None`` may rewrite a reply's
+    record of each session (``group`` names the session and its step: ``round1/share_keys``),
+    or of an enroll / plain reply (``group`` is the exchange's)."""
 
-    def __init__(self, n: int, tamper=None, **node_config) -> None:
+    def __init__(self, n: int, tamper=None, handlers=None, **node_config) -> None:
+        node_config.setdefault("partition-cache", _partition_cache(n))
         self.contexts = {c: _node_context(c, **node_config) for c in range(n)}
         self.nodes = {c: 100 + c for c in range(n)}
         self.tamper = tamper
+        self.handlers = {**HANDLERS, **(handlers or {})}
         self.lines: list[str] = []
+        self.groups: list[str] = []
 
     def log(self, line: str) -> None:
         self.lines.append(line)
+
+    @property
+    def count(self) -> int:
+        return len(self.groups)
 
     def keys(self) -> dict[int, bytes]:
         return {c: client_app.identity(ctx).public for c, ctx in self.contexts.items()}
@@ -138,28 +148,74 @@ class FakeNodes:
         return vectors
 
     def exchange(self, message_type, contents, timeout, group, *, by_node=False):
+        self.groups.append(group)
         out = {}
         for key, content in contents.items():
             cid = key - 100 if by_node else key
-            reply = HANDLERS[message_type](_message(content, message_type, 100 + cid),
-                                           self.contexts[cid], lambda: None)
-            rec = reply.content[wire.RECORD]
+            reply = self.handlers[message_type](_message(content, message_type, 100 + cid),
+                                                self.contexts[cid], NO_RUN).content
             if self.tamper is not None:
-                rec = self.tamper(group, cid, rec)
-            if rec is not None:
-                out[key] = rec
+                reply = self._tampered(group, cid, content, reply)
+            if reply is not None:
+                out[key] = reply
         return out
+
+    def _tampered(self, group, cid, sent, reply):
+        names = [wire.part(i) for i in range(wire.MAX_PARTS) if wire.part(i) in sent]
+        if not names:
+            rec = self.tamper(group, cid, reply[wire.RECORD])
+            return None if rec is None else {wire.RECORD: _config(rec)}
+        reply = dict(reply)  # a plain mapping: it may now hold what Flower would not carry
+        session_groups = group.split("+")
+        for name, session_group in zip(names, session_groups, strict=False):
+            rec = self.tamper(session_group, cid, reply[name])
+            if rec is None:
+                return None
+            reply[name] = _config(rec)
+        return reply
+
+
+def _partition_cache(n: int) -> str:
+    """A partition cache holding, for each node c < n, a tiny partition whose label names are
+    ``LABELS[c]`` (cycled), under the key of an empty run config: what enrolment reads."""
+    import tempfile
+    from pathlib import Path
+
+    from gptfl_secure.flower import partitions
+    from gptfl_secure.learning.data import Dataset
+
+    root = Path(tempfile.mkdtemp(prefix="gptfl-parts-"))
+    names = tuple(sorted(set().union(*LABELS.values())))
+    for c in range(n):
+        ys = np.array([names.index(x) for x in sorted(LABELS[c % len(LABELS)])], np.int64)
+        partitions.store(root, partitions.cache_key({}, c),
+                         Dataset(np.zeros((len(ys), 1, 2, 2), np.float32), ys, names))
+    return str(root)
+
+
+def _config(rec):
+    """A tampered reply as a ConfigRecord when Flower could carry it, else as it is (the
+    server must refuse what is not a ConfigRecord)."""
+    try:
+        return ConfigRecord(dict(rec))
+    except (TypeError, ValueError):
+        return _Loose(rec)
+
+
+class _Loose(dict):
+    """A reply record whose values Flower's ConfigRecord would not admit."""
 
 
 @pytest.fixture
 def sketches(monkeypatch):
     from gptfl_secure.iblt import IbltParams, IbltSketch
 
-    def label_sketch(config, pid, capacity, seed):
+    def label_sketch(labels, capacity, seed):
         return IbltSketch.from_keys(IbltParams(capacity=capacity, seed=seed),
-                                    sorted(LABELS[pid])).to_vector()
+                                    sorted(labels)).to_vector()
 
     monkeypatch.setattr(client_app, "label_sketch", label_sketch)
+    return label_sketch
 
 
 def _round_header(nodes: FakeNodes, threshold: int = 4) -> wire.SessionHeader:
@@ -219,7 +275,8 @@ def test_malformed_enroll_replies_are_left_out():
     nodes = FakeNodes(8, tamper)
     keys = server_app.enroll(nodes, list(nodes.nodes.values()), 8, 1.0)
     assert keys == {0: nodes.keys()[0]}
-    assert sum("malformed enroll reply" in line for line in nodes.lines) == len(bad)
+    assert sum("malformed enroll reply" in line or "not a ConfigRecord" in line
+               for line in nodes.lines) == len(bad)
 
 
 def test_malformed_plain_and_train_replies_are_dropouts():
@@ -263,6 +320,8 @@ def test_an_aborted_flower_session_carries_its_partial_record():
 
 
 def _discover(nodes: FakeNodes):
+    for c, ctx in nodes.contexts.items():
+        client_app.set_labels(ctx, sorted(LABELS[c]))
     config = SimConfig(clients=5, cohort=5, label_capacity=20, dropout=0.0)
     return server_app.discover(nodes, config, nodes.keys(), FlowerOptions(step_timeout=1.0),
                                nodes.log)
@@ -291,10 +350,10 @@ def test_flower_label_discovery_stops_with_an_explained_error_when_every_session
 # ------------------------------------------------------------------ the ClientApp's own policy
 def _first_step(ctx: Context, header, session: bytes = b"s" * 32) -> ConfigRecord:
     header_bytes = header if isinstance(header, bytes) else header.to_bytes()
-    content = RecordDict({wire.RECORD: ConfigRecord(
+    content = RecordDict({wire.part(0): ConfigRecord(
         {"session": session, "step": "advertise_keys", "payload": b"", "header": header_bytes})})
-    reply = client_app.secagg(_message(content, wire.SECAGG, ctx.node_id), ctx, lambda: None)
-    return reply.content[wire.RECORD]
+    reply = client_app.secagg(_message(content, wire.SECAGG, ctx.node_id), ctx, NO_RUN)
+    return reply.content[wire.part(0)]
 
 
 def _group(ctx: Context, n: int = 5) -> dict[int, bytes]:
