@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 pytest.importorskip("flwr")
 
 from gptfl_secure.flower import client_app, server_app, wire  # noqa: E402
-from gptfl_secure.protocols import STEPS, SecAggConfig, Step  # noqa: E402
+from gptfl_secure.protocols import STEPS, SecAggConfig, Step, messages  # noqa: E402
 
 from .fakes import MOD, D, FakeNodes  # noqa: E402
 
@@ -265,3 +265,25 @@ def test_an_abort_of_round_r_leaves_round_r_plus_1_intact():
     assert first.abort is not None and first.abort.step is Step.CONSISTENCY_CHECK
     assert second.result().included == frozenset(range(N))
     _exact(second, v2)
+
+
+def test_overlapping_sessions_use_fresh_keys_and_distinct_contexts():
+    """Round 2's key set-up overlaps round 1's end, yet every node advertises new keys for it,
+    and the two session contexts (which every later signature and share ciphertext binds)
+    differ: a key revealed for a dropout of one session opens nothing of the other."""
+    nodes = FakeNodes(N)
+    first, second = _session(nodes, 1), _session(nodes, 2)
+    _give(nodes, 1), _give(nodes, 2)
+    _pipelined(nodes, first, second)
+
+    def advertised_keys(session):  # {client: (encryption public key, mask public key)}
+        result = session.result().session
+        return {e.sender: messages.read_advertise(messages.open_envelope(
+            e.data, messages.MsgType.ADVERTISE, result.session_id).body)
+            for e in result.transcript if e.step is Step.ADVERTISE_KEYS}
+
+    one, two = advertised_keys(first), advertised_keys(second)
+    assert set(one) == set(two) == set(range(N))
+    every_key = [k for keys in (one, two) for pair in keys.values() for k in pair]
+    assert len(set(every_key)) == 4 * N  # no key is used twice, across clients or sessions
+    assert first.steps.server.context != second.steps.server.context
