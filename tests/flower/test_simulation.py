@@ -12,9 +12,10 @@ pytest.importorskip("ray")
 from .parity import check_against_sim  # noqa: E402
 
 
-def test_simulation_engine_matches_in_process_sim(tmp_path):
+def test_simulation_engine_matches_in_process_sim(tmp_path, monkeypatch):
     from flwr.simulation import run_simulation
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the nodes' partition cache
     from gptfl_secure.flower.client_app import build_client_app
     from gptfl_secure.flower.server_app import build_server_app
 
