@@ -519,7 +519,8 @@ def run_pipeline(grid: Grid, run_config: Mapping, log: Log = _print) -> dict:
 
     log(f"[0/3] waiting for {config.clients} nodes (up to {options.enroll_timeout:g} s)")
     node_ids = transport.wait_for_nodes(config.clients, options.enroll_timeout)
-    keys = enroll(transport, node_ids, config.clients, options.step_timeout)
+    # a node without a partition cache loads its data set at enrolment: the training bound
+    keys = enroll(transport, node_ids, config.clients, options.train_timeout)
     log(f"      enrolled {len(keys)} of {config.clients} clients: "
         f"{ {c: transport.nodes[c] for c in sorted(keys)} }")
     if not keys:

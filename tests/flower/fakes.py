@@ -2,13 +2,13 @@
 Context, called by a stand-in for FlowerTransport (no Flower engine)."""
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from gptfl_secure.flower import client_app, partitions, wire
+from gptfl_secure.flower.coldstart import node_message
 from gptfl_secure.learning.data import Dataset
 
 D = 8
@@ -20,10 +20,7 @@ NO_RUN = client_app.RunSettings({})
 
 
 def _message(content: RecordDict, message_type: str, node: int) -> Message:
-    return Message(content, metadata=Metadata(
-        run_id=1, message_id=f"m{time.monotonic_ns()}", src_node_id=1, dst_node_id=node,
-        reply_to_message_id="", group_id="g", created_at=time.time(), ttl=60.0,
-        message_type=message_type))
+    return node_message(content, message_type, node)
 
 
 def _node_context(cid: int, **node_config) -> Context:

@@ -35,14 +35,18 @@ def _session(nodes: FakeNodes, r: int) -> server_app.FlowerSession:
     return server_app.FlowerSession(nodes.log, f"round{r}", header, set(keys))
 
 
-def _pipelined(nodes: FakeNodes, first, second) -> list[list[str]]:
+def _pipelined(nodes: FakeNodes, first, second, slot=None) -> list[list[str]]:
     """The ServerApp's schedule for two rounds: round 1's set-up (2 exchanges), then for each
     round: masked input; its consistency check + the next round's advertisement; its
-    unmasking + the next round's sharing. Returns each exchange's steps."""
+    unmasking + the next round's sharing. Returns each exchange's steps. ``slot["i"]`` is set
+    to the exchange's place in that schedule (an exchange whose sessions have all ended is not
+    made, and keeps its place)."""
     plan = [[first], [first], [first], [first, second], [first, second], [second], [second],
             [second]]
     done = []
-    for sessions in plan:
+    for i, sessions in enumerate(plan):
+        if slot is not None:
+            slot["i"] = i
         active = [s for s in sessions if s.step is not None]
         done.append([f"{s.name}/{s.step}" for s in active])
         server_app.exchange_steps(nodes, active, 1.0)
@@ -85,22 +89,15 @@ def test_sums_are_exact_for_any_dropout_schedule_across_two_overlapping_sessions
     the message was lost). Each session's sum is exact over its included clients or the session
     aborts; a session completes whenever at least t clients answered all of its exchanges; a
     loss in one session's exchange touches the other only where both share that exchange."""
-    exchange = {"i": -1}
+    slot = {"i": -1}
 
     def tamper(group, cid, rec):
-        return None if exchange["i"] in lost[cid] else rec
+        return None if slot["i"] in lost[cid] else rec
 
     nodes = FakeNodes(N, tamper)
     first, second = _session(nodes, 1), _session(nodes, 2)
     v1, v2 = _give(nodes, 1), _give(nodes, 2)
-    inner = nodes.exchange
-
-    def counted(*args, **kwargs):
-        exchange["i"] += 1
-        return inner(*args, **kwargs)
-
-    nodes.exchange = counted
-    _pipelined(nodes, first, second)
+    _pipelined(nodes, first, second, slot)
     for session, vectors, mine in ((first, v1, range(0, 5)), (second, v2, range(3, 8))):
         steady = {c for c in range(N) if not lost[c] & set(mine)}
         if session.abort is not None:
@@ -135,20 +132,27 @@ def _part(content, session_id: bytes):
     return None
 
 
-def test_a_round_r_message_moved_into_round_r_plus_1_is_refused_and_round_r_is_untouched():
-    """The server sends client 0, as round 2's share_keys step, the key list it sent for round
-    1's: signed for round 1's session, it is refused; client 0 aborts round 2 only."""
+def _replay_into_round_2(victim: int, step: Step):
+    """Run the two pipelined rounds with a server that sends ``victim``, as round 2's ``step``,
+    the payload it sent it for round 1's ``step``. Returns (nodes, sessions, inputs)."""
     nodes = FakeNodes(N)
     first, second = _session(nodes, 1), _session(nodes, 2)
 
     def rewrite(contents, seen):
-        part = _part(contents.get(0, {}), second.session_id)
-        if part is not None and part["step"] == Step.SHARE_KEYS.value:
-            part["payload"] = seen[(first.session_id, Step.SHARE_KEYS.value)][0]["payload"]
+        part = _part(contents.get(victim, {}), second.session_id)
+        if part is not None and part["step"] == step.value:
+            part["payload"] = seen[(first.session_id, step.value)][victim]["payload"]
 
     _malicious(nodes, rewrite)
     v1, v2 = _give(nodes, 1), _give(nodes, 2)
     _pipelined(nodes, first, second)
+    return first, second, v1, v2
+
+
+def test_a_round_r_message_moved_into_round_r_plus_1_is_refused_and_round_r_is_untouched():
+    """The server sends client 0, as round 2's share_keys step, the key list it sent for round
+    1's: signed for round 1's session, it is refused; client 0 aborts round 2 only."""
+    first, second, v1, v2 = _replay_into_round_2(0, Step.SHARE_KEYS)
     assert first.result().included == frozenset(range(N))
     _exact(first, v1)
     assert second.result().included == frozenset(range(1, N))
@@ -159,17 +163,8 @@ def test_a_round_r_message_moved_into_round_r_plus_1_is_refused_and_round_r_is_u
 def test_a_masked_input_step_of_round_r_replayed_into_round_r_plus_1_is_refused():
     """Round 1's routed shares (encrypted under round 1's session keys) sent to client 2 as round
     2's masked-input step do not decrypt: client 2 aborts round 2 and never uploads for it."""
-    nodes = FakeNodes(N)
-    first, second = _session(nodes, 1), _session(nodes, 2)
-
-    def rewrite(contents, seen):
-        part = _part(contents.get(2, {}), second.session_id)
-        if part is not None and part["step"] == Step.MASKED_INPUT.value:
-            part["payload"] = seen[(first.session_id, Step.MASKED_INPUT.value)][2]["payload"]
-
-    _malicious(nodes, rewrite)
-    v1, v2 = _give(nodes, 1), _give(nodes, 2)
-    _pipelined(nodes, first, second)
+    first, second, v1, v2 = _replay_into_round_2(2, Step.MASKED_INPUT)
+    assert first.result().included == frozenset(range(N))
     _exact(first, v1)
     assert second.result().included == frozenset({0, 1, 3, 4})
     _exact(second, v2)
@@ -228,22 +223,15 @@ def test_a_node_that_drops_in_round_r_after_sharing_is_recovered_and_round_r_plu
     """Client 4 misses round 1's masked input (its node was down for that exchange); round 1
     recovers its masks from the shares; it is back for round 2's set-up and round 2 includes
     it."""
-    exchange = {"i": -1}
+    slot = {"i": -1}
 
     def tamper(group, cid, rec):
-        return None if (cid == 4 and exchange["i"] == 2) else rec
+        return None if (cid == 4 and slot["i"] == 2) else rec
 
     nodes = FakeNodes(N, tamper)
-    inner = nodes.exchange
-
-    def counted(*args, **kwargs):
-        exchange["i"] += 1
-        return inner(*args, **kwargs)
-
-    nodes.exchange = counted
     first, second = _session(nodes, 1), _session(nodes, 2)
     v1, v2 = _give(nodes, 1), _give(nodes, 2)
-    _pipelined(nodes, first, second)
+    _pipelined(nodes, first, second, slot)
     assert first.result().included == frozenset(range(4))
     _exact(first, v1)
     assert second.result().included == frozenset(range(N))
