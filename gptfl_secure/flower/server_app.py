@@ -343,6 +343,9 @@ def exchange_steps(transport: FlowerTransport, sessions: list[FlowerSession], ti
     clients' messages (``train``: the model and the round). Each session gets the replies to
     its own part only. Returns every reply's content, by client."""
     active = [s for s in sessions if s.step is not None]
+    if len(active) > wire.MAX_PARTS:
+        raise ValueError(f"{len(active)} sessions in one exchange; a message carries at most "
+                         f"{wire.MAX_PARTS} (wire.MAX_PARTS)")
     contents: dict[int, RecordDict] = {}
     for cid, recs in (extra or {}).items():
         contents[cid] = RecordDict(dict(recs))
