@@ -7,13 +7,18 @@ each virtual node); its client id in every session is N. Handlers:
 * ``query.enroll``: the node's Ed25519 identity public key and its partition id. The identity is
   generated at first contact and kept in ``Context.state`` (SuperNode memory) for the run. Real
   deployments enroll identity keys out of band instead: a server that hands out the key list can
-  otherwise impersonate clients to each other.
-* ``train``: train on the partition from the global model, encode the update with the run's
-  update codec (:func:`~gptfl_secure.pipeline.codecs.make_update_codec`; same seeds as the
-  in-process sim), keep the contribution in
-  ``Context.state`` until the round's session sums it. Nothing about it leaves the node.
-* ``query.secagg``: one protocol step. The reply carries the bytes ``SecAggClient`` produced. A
-  protocol violation aborts the client for the session: it answers ``abort`` and reveals nothing.
+  otherwise impersonate clients to each other. Enrolment also learns the node's label names
+  (from its partition cache, :mod:`.partitions`; the first time from the data, which fills the
+  cache), so that label discovery needs neither torch nor the data.
+* ``train``: train on the partition (loaded from the node's ``.npy`` cache) from the global
+  model, encode the update with the run's update codec
+  (:func:`~gptfl_secure.pipeline.codecs.make_update_codec`; same seeds as the in-process sim),
+  then answer the message's protocol steps: the round's masked input, which consumes the
+  contribution. Nothing about it leaves the node unmasked.
+* ``query.secagg``: protocol steps, each of its own session (records ``part-0``, ``part-1``:
+  :mod:`.wire`). Each reply part carries the bytes ``SecAggClient`` produced. A protocol
+  violation aborts the client for that session only: it answers ``abort`` for it and reveals
+  nothing; the message's other sessions go on. These steps import neither torch nor the data.
 * ``query.plain``: ``secagg=off`` only: the contribution itself, in the clear.
 
 What the node trusts comes from the node, never from the server's message. The first step of a
@@ -49,7 +54,9 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,16 +65,15 @@ from flwr.clientapp import ClientApp
 
 from ..protocols import STEPS, IdentityKey, ProtocolViolation, SecAggClient, Step
 from ..protocols.policy import ClientPolicy, PolicyViolation, SessionLedger
-from . import wire
+from . import partitions, wire
 
 if TYPE_CHECKING:  # importing the run config imports torch: only the steps that need it do
     from ..pipeline.config import SimConfig
 
-Config = Callable[[], "SimConfig"]
-
 IDENTITY = "gptfl-identity"
 SESSIONS = "gptfl-sessions"
 INPUTS = "gptfl-inputs"
+LABELS = "gptfl-labels"  # this node's distinct label names, learned at enrolment
 PINNED = "gptfl-pinned"  # trust on first use: client id -> identity key first seen
 LEDGER = "gptfl-ledger"  # the session ids this node has started
 
@@ -200,11 +206,10 @@ def _ledger(context: Context) -> SessionLedger:
     return SessionLedger.of(bytes.fromhex(k) for k in _record(context, LEDGER))
 
 
-def _request(message: Message) -> tuple[ConfigRecord, bytes, Step]:
-    """(record, session id, step) of a ``query.secagg`` message, type-checked."""
-    rec = message.content[wire.RECORD] if wire.RECORD in message.content else None
+def _request(rec: object) -> tuple[ConfigRecord, bytes, Step]:
+    """(record, session id, step) of one protocol step of a message, type-checked."""
     if not isinstance(rec, ConfigRecord):
-        raise ProtocolViolation(STEPS[0], "server", f"no {wire.RECORD!r} ConfigRecord")
+        raise ProtocolViolation(STEPS[0], "server", "a protocol step is not a ConfigRecord")
     session, step = rec.get("session"), rec.get("step")
     if step not in STEPS:
         raise ProtocolViolation(STEPS[0], "server", f"unknown step {str(step)[:40]!r}")
@@ -220,71 +225,124 @@ def _request(message: Message) -> tuple[ConfigRecord, bytes, Step]:
     return rec, session, step
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The run config as the node received it. ``raw`` is read without importing anything;
+    :meth:`config` parses it into the run's :class:`SimConfig`, which imports torch: only a
+    step that trains (or builds the partition cache) calls it."""
+
+    raw: Mapping[str, Any]
+
+    def config(self) -> SimConfig:
+        from .options import parse_run_config
+
+        return parse_run_config(dict(self.raw))[0]
+
+
 @functools.lru_cache(maxsize=2)
-def _partition(config: SimConfig, pid: int):
+def _cached_partition(root: str, key: str):
+    return partitions.load(Path(root), key)
+
+
+def own_partition(context: Context, run: RunSettings):
+    """This node's partition: from the node's cache (``.npy``), else built from the data set
+    once (:func:`~gptfl_secure.pipeline.setup.prepare_data`) and cached."""
+    pid = partition_id(context)
+    root, key = partitions.cache_root(context.node_config), partitions.cache_key(run.raw, pid)
+    data = _cached_partition(str(root), key)
+    if data is not None:
+        return data
     from ..pipeline.setup import prepare_data
 
-    setup = prepare_data(config)
+    setup = prepare_data(run.config())
     if not 0 <= pid < len(setup.parts):
-        raise ValueError(f"partition-id={pid}: the run has clients={config.clients}")
+        raise ValueError(f"partition-id={pid}: the run has clients={len(setup.parts)}")
+    partitions.store(root, key, setup.parts[pid])
+    _cached_partition.cache_clear()
     return setup.parts[pid]
 
 
 @functools.lru_cache(maxsize=2)
-def _models(config: SimConfig, pid: int):
+def _model(config: SimConfig, in_shape: tuple[int, ...], label_names: tuple[str, ...]):
+    from ..learning.data import Dataset
     from ..pipeline.setup import limit_threads, new_model
 
     limit_threads(config.threads)
-    return new_model(config, _partition(config, pid))
+    shape = Dataset(np.zeros((0, *in_shape), np.float32), np.zeros(0, np.int64), label_names)
+    return new_model(config, shape)
 
 
 def _reply(message: Message, **values) -> Message:
     return Message(RecordDict({wire.RECORD: ConfigRecord(values)}), reply_to=message)
 
 
-def contribution(config: SimConfig, pid: int, r: int, global_vector: np.ndarray) -> np.ndarray:
-    """Client ``pid``'s encoded update for round ``r``, exactly as the in-process round
-    computes it: the pipeline's :func:`~gptfl_secure.pipeline.rounds.train_client` and update
-    codec (same training seed, same stochastic-rounding stream)."""
+def contribution(config: SimConfig, data, pid: int, r: int,
+                 global_vector: np.ndarray) -> np.ndarray:
+    """Client ``pid``'s encoded update for round ``r`` on its partition ``data``, exactly as
+    the in-process round computes it: the pipeline's
+    :func:`~gptfl_secure.pipeline.rounds.train_client` and update codec (same training seed,
+    same stochastic-rounding stream)."""
     from ..pipeline.codecs import CodecRound, make_update_codec
     from ..pipeline.rounds import plain_local_training, train_client
     from ..pipeline.setup import local_training
 
-    data = _partition(config, pid)
     at = CodecRound(config.seed, r, pid)
-    delta = train_client(plain_local_training, _models(config, pid), global_vector, data,
+    model = _model(config, tuple(data.x.shape[1:]), tuple(data.label_names))
+    delta = train_client(plain_local_training, model, global_vector, data,
                          local_training(config), at)
     return make_update_codec(config, len(global_vector)).encode(delta, len(data), at)
 
 
-def label_sketch(config: SimConfig, pid: int, capacity: int, seed: int) -> np.ndarray:
+def label_sketch(labels: list[str], capacity: int, seed: int) -> np.ndarray:
     """The IBLT sketch of this client's distinct label names (GPT-FL step 1)."""
     from ..iblt import IbltParams, IbltSketch
 
-    part = _partition(config, pid)
-    labels = sorted({part.label_names[int(y)] for y in np.unique(part.y)})
-    return IbltSketch.from_keys(IbltParams(capacity=capacity, seed=seed), labels).to_vector()
+    return IbltSketch.from_keys(IbltParams(capacity=capacity, seed=seed),
+                                sorted(labels)).to_vector()
 
 
-def enroll(message: Message, context: Context, get_config: Config) -> Message:
-    return _reply(message, **{"partition-id": partition_id(context),
-                              "identity": identity(context).public})
+def set_labels(context: Context, labels: list[str]) -> None:
+    """Keep this node's distinct label names for its label-discovery sessions."""
+    context.state[LABELS] = ConfigRecord({"names": sorted(labels)})
 
 
-def train(message: Message, context: Context, get_config: Config) -> Message:
+def enroll(message: Message, context: Context, run: RunSettings) -> Message:
+    """Identity key and partition id. Also learns the node's label names (from its partition
+    cache; the first time, from the data, which builds the cache), so that label discovery's
+    steps need neither torch nor the data."""
+    pid = partition_id(context)
+    root, key = partitions.cache_root(context.node_config), partitions.cache_key(run.raw, pid)
+    labels = partitions.present_labels(root, key)
+    if labels is None:
+        data = own_partition(context, run)
+        labels = [data.label_names[int(y)] for y in np.unique(data.y)]
+    set_labels(context, labels)
+    return _reply(message, **{"partition-id": pid, "identity": identity(context).public})
+
+
+def train(message: Message, context: Context, run: RunSettings) -> Message:
+    """Train on the partition from the global model and keep the encoded contribution for the
+    round's session; then answer the message's protocol steps (its session's masked input)."""
     start = time.perf_counter()
-    config = get_config()
+    config = run.config()
     r = int(message.content[wire.RECORD]["round"])
     global_vector = message.content[wire.MODEL]["global"].numpy().astype(np.float32)
-    vector = contribution(config, partition_id(context), r, global_vector)
+    vector = contribution(config, own_partition(context, run), partition_id(context), r,
+                          global_vector)
     _record(context, INPUTS)[f"round-{r}"] = vector.astype(np.uint64).tobytes()
-    return _reply(message, ok=True, seconds=time.perf_counter() - start)
+    content = RecordDict({wire.RECORD: ConfigRecord(
+        {"ok": True, "seconds": time.perf_counter() - start})})
+    _answer_parts(message, context, content)
+    return Message(content, reply_to=message)
 
 
-def _input_for(get_config: Config, context: Context, header: wire.SessionHeader,
-               pid: int) -> np.ndarray:
+def _input_for(context: Context, header: wire.SessionHeader) -> np.ndarray:
     if header.purpose == wire.PURPOSE_LABELS:
-        return label_sketch(get_config(), pid, header.iblt_capacity, header.iblt_seed)
+        if LABELS not in context.state:
+            raise ProtocolViolation(Step.MASKED_INPUT, "server", "this node has not enrolled: "
+                                    "it knows no label names to sketch")
+        names = [str(n) for n in context.state[LABELS]["names"]]
+        return label_sketch(names, header.iblt_capacity, header.iblt_seed)
     inputs = _record(context, INPUTS)
     key = f"round-{header.round}"
     if key not in inputs:
@@ -295,23 +353,25 @@ def _input_for(get_config: Config, context: Context, header: wire.SessionHeader,
     return vector
 
 
-def secagg(message: Message, context: Context, get_config: Config) -> Message:
-    """One step of the masked-sum protocol; the first step also carries the session header,
-    which the node validates and checks against its own policy before it makes any key."""
+def run_step(rec: object, context: Context) -> dict:
+    """One step of one session of the masked-sum protocol: ``{payload, seconds}``, or
+    ``{abort, seconds}`` when the node refuses (it then reveals nothing for that session). The
+    first step carries the session header, which the node validates and checks against its own
+    policy and ledger before it makes any key; a refused first step leaves every other session
+    of the node as it was (a reused id cannot wipe the session that owns it)."""
     start = time.perf_counter()
     sessions = _record(context, SESSIONS)
-    key = None
+    key = step = None
     try:
-        rec, session, step = _request(message)
+        rec, session, step = _request(rec)
         key = session.hex()
         pid = partition_id(context)
         if step == STEPS[0]:
             header = wire.SessionHeader.from_bytes(bytes(rec["header"]))
             me = identity(context)
             policy = node_policy(context, pid, me.public, header)
-            ledger = _ledger(context)
             client = SecAggClient(header.cfg, pid, me, header.identity_keys, session,
-                                  policy=policy, ledger=ledger)
+                                  policy=policy, ledger=_ledger(context))
             _record(context, LEDGER)[key] = True
             _pin(context, header.identity_keys)
             sessions[key + ":header"] = bytes(rec["header"])
@@ -323,18 +383,33 @@ def secagg(message: Message, context: Context, get_config: Config) -> Message:
             payload = bytes(rec["payload"])
         x = None
         if step is Step.MASKED_INPUT:
-            header = wire.SessionHeader.from_bytes(bytes(sessions[key + ":header"]))
-            x = _input_for(get_config, context, header, pid)
+            x = _input_for(context, wire.SessionHeader.from_bytes(
+                bytes(sessions[key + ":header"])))
         out = client.respond(step, payload, x)
     except (ProtocolViolation, ValueError) as exc:
-        if key is not None:
+        if key is not None and step is not None and step != STEPS[0]:
             _forget(sessions, key)
-        return _reply(message, abort=str(exc), seconds=time.perf_counter() - start)
+        return {"abort": str(exc), "seconds": time.perf_counter() - start}
     if step == STEPS[-1]:
         _forget(sessions, key)
     else:
         sessions[key] = client.export_state()
-    return _reply(message, payload=out, seconds=time.perf_counter() - start)
+    return {"payload": out, "seconds": time.perf_counter() - start}
+
+
+def _answer_parts(message: Message, context: Context, content: RecordDict) -> None:
+    """Answer each protocol step of ``message`` (records ``part-0`` ...) under its own name."""
+    for i in range(wire.MAX_PARTS):
+        name = wire.part(i)
+        if name in message.content:
+            content[name] = ConfigRecord(run_step(message.content[name], context))
+
+
+def secagg(message: Message, context: Context, run: RunSettings) -> Message:
+    """The protocol steps of ``message``, each of its own session (see :mod:`.wire`)."""
+    content = RecordDict({wire.RECORD: ConfigRecord()})
+    _answer_parts(message, context, content)
+    return Message(content, reply_to=message)
 
 
 def _forget(sessions: ConfigRecord, key: str) -> None:
@@ -343,12 +418,12 @@ def _forget(sessions: ConfigRecord, key: str) -> None:
             del sessions[k]
 
 
-def plain(message: Message, context: Context, get_config: Config) -> Message:
+def plain(message: Message, context: Context, run: RunSettings) -> Message:
     """``secagg=off``: send the vector itself (the server sees it: not private)."""
     rec = message.content[wire.RECORD]
     try:
         header = wire.SessionHeader.from_bytes(rec.get("header"))
-        vector = _input_for(get_config, context, header, partition_id(context))
+        vector = _input_for(context, header)
     except (ProtocolViolation, ValueError) as exc:
         return _reply(message, abort=str(exc))
     return _reply(message, payload=vector.astype(np.uint64).tobytes())
@@ -362,12 +437,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     def bind(handler):
         def call(message: Message, context: Context) -> Message:
-            def get_config() -> SimConfig:
-                from .options import parse_run_config
-
-                return parse_run_config({**context.run_config, **extra})[0]
-
-            return handler(message, context, get_config)
+            return handler(message, context, RunSettings({**context.run_config, **extra}))
         return call
 
     client_app.query("enroll")(bind(enroll))

@@ -63,7 +63,8 @@ class LocalDeployment:
                 self.supernodes[i] = self._spawn(
                     [_tool("flower-supernode"), "--insecure", "--superlink",
                      f"127.0.0.1:{self.port}", "--port", str(free_port()), "--node-config",
-                     f"partition-id={i} num-partitions={self.nodes}"], f"supernode-{i}.log")
+                     f"partition-id={i} num-partitions={self.nodes} "
+                     f"partition-cache='{self.work / 'partitions'}'"], f"supernode-{i}.log")
         except BaseException:
             self.stop()
             raise

@@ -26,8 +26,9 @@ class FlowerOptions:
     ``out_dir``: where the ServerApp writes metrics.json (relative to the ServerApp process's
     working directory, which is the SuperLink's). ``step_timeout``: seconds the server waits for
     the replies of one protocol step; a node that has not answered by then is a dropout.
-    ``train_timeout``: the same for local training. ``enroll_timeout``: how long the server
-    waits for ``clients`` nodes to connect before it starts.
+    ``train_timeout``: the same for local training (with the round's masked input), and for
+    enrolment, where a node without a partition cache loads its data set. ``enroll_timeout``:
+    how long the server waits for ``clients`` nodes to connect before it starts.
     """
 
     out_dir: str = "runs/flower"

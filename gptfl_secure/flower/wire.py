@@ -1,10 +1,15 @@
 """What travels in the Flower ``Message`` s: record names, message types, and the session header.
 
-Every message carries one ``ConfigRecord`` named ``gptfl``; protocol bytes travel as ``bytes``
-values in it (a ConfigRecord admits bytes), the global model as an ``ArrayRecord`` named
-``model``. The first step of a session also carries its public parameters: the
-:class:`SecAggConfig`, the session's client ids with their enrolled identity keys, and what the
-client must sum (its label sketch, or its training contribution of a round).
+A message carries up to :data:`MAX_PARTS` protocol steps, each of its own session: ``ConfigRecord``
+s named ``part-0``, ``part-1``, ... (:func:`part`), each ``{session, step, payload}`` (the first
+step of a session: ``header`` instead of ``payload``); the reply answers each part under the same
+name with ``{payload, seconds}`` or ``{abort, seconds}``. So one exchange can run round r's
+consistency check and round r+1's key advertisement. Protocol bytes travel as ``bytes`` values (a
+ConfigRecord admits bytes). A ``train`` message also carries the global model as an
+``ArrayRecord`` named ``model`` and ``{"round": r}`` in the ``ConfigRecord`` named ``gptfl``; its
+reply says ``{ok, seconds}`` there. The first step of a session carries its public parameters:
+the :class:`SecAggConfig`, the session's client ids with their enrolled identity keys, and what
+the client must sum (its label sketch, or its training contribution of a round).
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ ENROLL = "query.enroll"
 SECAGG = "query.secagg"
 PLAIN = "query.plain"
 TRAIN = "train"
+
+MAX_PARTS = 4
+"""Protocol steps in one message (the pipelined schedule sends at most two)."""
+
+
+def part(index: int) -> str:
+    """The record name of a message's ``index``-th protocol step."""
+    return f"part-{index}"
+
 
 PURPOSE_LABELS = "labels"
 PURPOSE_ROUND = "round"

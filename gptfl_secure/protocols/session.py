@@ -82,26 +82,58 @@ class MaskedSumResult:
                    server.session_id, dict(identity_keys), server.cfg, str(abort))
 
 
+class SessionSteps:
+    """A session driven one round at a time, for transports that interleave several sessions
+    (the Flower ServerApp sends round r+1's first rounds with round r's last ones).
+
+    ``step`` is the round to run next (None once the session has ended), ``outgoing`` the
+    server's messages for it ({client id: bytes}; None at the first round, which the transport
+    opens itself). :meth:`receive` runs the round on the replies that arrived; it raises
+    :class:`SecAggAbort` with ``partial`` set, as :func:`run_session` does, and the abort is
+    also kept in ``abort``. ``result`` is the complete result once the last round has run."""
+
+    def __init__(self, server: SecAggServer, identity_keys: Mapping[int, bytes],
+                 stats: SessionStats | None = None) -> None:
+        self.server, self.identity_keys = server, dict(identity_keys)
+        self.stats = stats if stats is not None else SessionStats()
+        self.step: Step | None = STEPS[0]
+        self.outgoing: Mapping[int, bytes] | None = None
+        self.abort: SecAggAbort | None = None
+        self.result: MaskedSumResult | None = None
+
+    def receive(self, replies: Mapping[int, bytes]) -> None:
+        """Run round ``step`` on ``replies`` and move to the next round."""
+        step = self.step
+        if step is None:
+            raise RuntimeError("the session has ended: no round left to receive")
+        stats, server = self.stats, self.server
+        try:
+            start = time.perf_counter()
+            outgoing = server.receive(step, replies)
+            stats.server_seconds[step] = time.perf_counter() - start
+        except SecAggAbort as abort:  # the record shares ``stats``, which ``finally`` completes
+            abort.partial = MaskedSumResult.aborted(abort, server, stats, self.identity_keys)
+            self.step, self.abort = None, abort
+            raise
+        finally:
+            stats.server_rejected.update(server.rejected)
+        if step is Step.UNMASKING:
+            self.step, self.outgoing = None, None
+            self.result = MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript,
+                                          stats, server.session_id, self.identity_keys,
+                                          server.cfg)
+            return
+        stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
+        self.step, self.outgoing = STEPS[STEPS.index(step) + 1], outgoing
+
+
 def run_session(server: SecAggServer, identity_keys: Mapping[int, bytes], exchange: Exchange,
                 stats: SessionStats | None = None) -> MaskedSumResult:
     """Run ``server``'s session over ``exchange`` to its end: the complete result, or
     :class:`SecAggAbort` with ``partial`` set to the record up to the abort. ``stats`` (the
     transport fills in the clients' part) gets the server's seconds, download bytes and
     rejections."""
-    stats = stats if stats is not None else SessionStats()
-    outgoing: Mapping[int, bytes] | None = None
-    try:
-        for step in STEPS:
-            replies = exchange(step, outgoing)
-            start = time.perf_counter()
-            outgoing = server.receive(step, replies)
-            stats.server_seconds[step] = time.perf_counter() - start
-            if step is not Step.UNMASKING:
-                stats.server_download_bytes[step] = sum(len(b) for b in outgoing.values())
-    except SecAggAbort as abort:  # the record shares ``stats``, which ``finally`` completes
-        abort.partial = MaskedSumResult.aborted(abort, server, stats, identity_keys)
-        raise
-    finally:
-        stats.server_rejected.update(server.rejected)
-    return MaskedSumResult(outgoing.total, outgoing.included, outgoing.transcript, stats,
-                           server.session_id, dict(identity_keys), server.cfg)
+    session = SessionSteps(server, identity_keys, stats)
+    while session.step is not None:
+        session.receive(exchange(session.step, session.outgoing))
+    return session.result

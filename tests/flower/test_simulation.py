@@ -1,6 +1,8 @@
 """The Flower apps under Flower's simulation engine: label discovery and 2 rounds, every sum
 our masked-sum protocol over Flower messages, equal to the in-process sim's; every session
-recorded (record-transcript=true) and passed by the auditor."""
+recorded (record-transcript=true) and passed by the auditor; three exchanges per round."""
+
+import json
 
 import pytest
 
@@ -10,9 +12,10 @@ pytest.importorskip("ray")
 from .parity import check_against_sim  # noqa: E402
 
 
-def test_simulation_engine_matches_in_process_sim(tmp_path):
+def test_simulation_engine_matches_in_process_sim(tmp_path, monkeypatch):
     from flwr.simulation import run_simulation
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the nodes' partition cache
     from gptfl_secure.flower.client_app import build_client_app
     from gptfl_secure.flower.server_app import build_server_app
 
@@ -26,6 +29,11 @@ def test_simulation_engine_matches_in_process_sim(tmp_path):
                                    "init_args": {"num_cpus": 2, "include_dashboard": False}})
     included = check_against_sim(tmp_path / "run", cfg)
     assert all(len(ids) == 3 for ids in included.values())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # enrol + label discovery's 5 rounds (round 1's key set-up rides in two of them); then
+    # train+masked input, consistency + next advertise, unmasking + next share
+    assert metrics["setup_exchanges"] == 6
+    assert [r["exchanges"] for r in metrics["rounds"]] == [3, 3]
     from gptfl_secure.audit.cli import main as audit
 
     records = sorted(p.name for p in (tmp_path / "run" / "transcripts").glob("session-*.json"))

@@ -85,9 +85,8 @@ def test_the_app_pyproject_lists_every_key_with_the_sim_default():
 # handlers, each with its own Context, called in-process by a stand-in for FlowerTransport.
 
 import json  # noqa: E402
-import time  # noqa: E402
 
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict  # noqa: E402
+from flwr.app import ConfigRecord, Context, RecordDict  # noqa: E402
 
 from gptfl_secure.flower import client_app, server_app, wire  # noqa: E402
 from gptfl_secure.flower.options import FlowerOptions  # noqa: E402
@@ -96,70 +95,19 @@ from gptfl_secure.protocols import SecAggAbort  # noqa: E402
 from gptfl_secure.protocols.recording import read_record, record_result  # noqa: E402
 from gptfl_secure.protocols.server import max_message_bytes  # noqa: E402
 
-D = 8
-MOD = 2**32
-LABELS = {0: {"cat", "dog"}, 1: {"dog"}, 2: {"cat", "owl"}, 3: {"owl"}, 4: {"dog", "emu"}}
-HANDLERS = {wire.SECAGG: client_app.secagg, wire.ENROLL: client_app.enroll,
-            wire.PLAIN: client_app.plain}
-
-
-def _message(content: RecordDict, message_type: str, node: int) -> Message:
-    return Message(content, metadata=Metadata(
-        run_id=1, message_id=f"m{time.monotonic_ns()}", src_node_id=1, dst_node_id=node,
-        reply_to_message_id="", group_id="g", created_at=time.time(), ttl=60.0,
-        message_type=message_type))
-
-
-def _node_context(cid: int, **node_config) -> Context:
-    return Context(run_id=1, node_id=100 + cid, node_config={"partition-id": cid, **node_config},
-                   state=RecordDict(), run_config={})
-
-
-class FakeNodes:
-    """Stands in for FlowerTransport: each message goes to a node's ClientApp handler; a
-    ``tamper(group, cid, reply record) -> reply (any mapping) or None`` may rewrite a reply."""
-
-    def __init__(self, n: int, tamper=None, **node_config) -> None:
-        self.contexts = {c: _node_context(c, **node_config) for c in range(n)}
-        self.nodes = {c: 100 + c for c in range(n)}
-        self.tamper = tamper
-        self.lines: list[str] = []
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
-
-    def keys(self) -> dict[int, bytes]:
-        return {c: client_app.identity(ctx).public for c, ctx in self.contexts.items()}
-
-    def give_inputs(self, r: int) -> dict[int, np.ndarray]:
-        vectors = {c: np.arange(D, dtype=np.uint64) * (c + 1) for c in self.contexts}
-        for c, ctx in self.contexts.items():
-            client_app._record(ctx, client_app.INPUTS)[f"round-{r}"] = vectors[c].tobytes()
-        return vectors
-
-    def exchange(self, message_type, contents, timeout, group, *, by_node=False):
-        out = {}
-        for key, content in contents.items():
-            cid = key - 100 if by_node else key
-            reply = HANDLERS[message_type](_message(content, message_type, 100 + cid),
-                                           self.contexts[cid], lambda: None)
-            rec = reply.content[wire.RECORD]
-            if self.tamper is not None:
-                rec = self.tamper(group, cid, rec)
-            if rec is not None:
-                out[key] = rec
-        return out
+from .fakes import LABELS, MOD, NO_RUN, D, FakeNodes, _message, _node_context  # noqa: E402
 
 
 @pytest.fixture
 def sketches(monkeypatch):
     from gptfl_secure.iblt import IbltParams, IbltSketch
 
-    def label_sketch(config, pid, capacity, seed):
+    def label_sketch(labels, capacity, seed):
         return IbltSketch.from_keys(IbltParams(capacity=capacity, seed=seed),
-                                    sorted(LABELS[pid])).to_vector()
+                                    sorted(labels)).to_vector()
 
     monkeypatch.setattr(client_app, "label_sketch", label_sketch)
+    return label_sketch
 
 
 def _round_header(nodes: FakeNodes, threshold: int = 4) -> wire.SessionHeader:
@@ -219,7 +167,8 @@ def test_malformed_enroll_replies_are_left_out():
     nodes = FakeNodes(8, tamper)
     keys = server_app.enroll(nodes, list(nodes.nodes.values()), 8, 1.0)
     assert keys == {0: nodes.keys()[0]}
-    assert sum("malformed enroll reply" in line for line in nodes.lines) == len(bad)
+    assert sum("malformed enroll reply" in line or "not a ConfigRecord" in line
+               for line in nodes.lines) == len(bad)
 
 
 def test_malformed_plain_and_train_replies_are_dropouts():
@@ -263,6 +212,8 @@ def test_an_aborted_flower_session_carries_its_partial_record():
 
 
 def _discover(nodes: FakeNodes):
+    for c, ctx in nodes.contexts.items():
+        client_app.set_labels(ctx, sorted(LABELS[c]))
     config = SimConfig(clients=5, cohort=5, label_capacity=20, dropout=0.0)
     return server_app.discover(nodes, config, nodes.keys(), FlowerOptions(step_timeout=1.0),
                                nodes.log)
@@ -291,10 +242,10 @@ def test_flower_label_discovery_stops_with_an_explained_error_when_every_session
 # ------------------------------------------------------------------ the ClientApp's own policy
 def _first_step(ctx: Context, header, session: bytes = b"s" * 32) -> ConfigRecord:
     header_bytes = header if isinstance(header, bytes) else header.to_bytes()
-    content = RecordDict({wire.RECORD: ConfigRecord(
+    content = RecordDict({wire.part(0): ConfigRecord(
         {"session": session, "step": "advertise_keys", "payload": b"", "header": header_bytes})})
-    reply = client_app.secagg(_message(content, wire.SECAGG, ctx.node_id), ctx, lambda: None)
-    return reply.content[wire.RECORD]
+    reply = client_app.secagg(_message(content, wire.SECAGG, ctx.node_id), ctx, NO_RUN)
+    return reply.content[wire.part(0)]
 
 
 def _group(ctx: Context, n: int = 5) -> dict[int, bytes]:
