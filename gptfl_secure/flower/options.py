@@ -78,6 +78,11 @@ def parse_run_config(run_config: Mapping[str, Any]) -> tuple[SimConfig, FlowerOp
         raise ConfigError(f"{', '.join(unsupported)}: differential privacy is not wired into "
                           "the Flower app yet; use the in-process sim (python -m "
                           "gptfl_secure.sim) for DP runs")
+    if getattr(config, "client_sampling", "auto") == "poisson":
+        raise ConfigError("client-sampling=poisson: the Flower app samples a fixed-size cohort "
+                          "(it is what its pipelined rounds announce a round early); Poisson "
+                          "sampling, for DP runs, is in the in-process sim (python -m "
+                          "gptfl_secure.sim)")
     return config, FlowerOptions(**flower)
 
 

@@ -427,8 +427,8 @@ def discover(transport: FlowerTransport, config: SimConfig, keys: Mapping[int, b
              options: FlowerOptions, log: Log, recorder=None,
              riders: tuple[FlowerSession, ...] = ()):
     """GPT-FL step 1 over Flower: the pipeline's label-discovery loop
-    (:func:`gptfl_secure.pipeline.discovery.discover_over`: one retry at double capacity when
-    the sketch does not decode; a fresh session after an aborted one, up to
+    (:func:`gptfl_secure.pipeline.discovery.discover_over`: a fresh-seed retry when the
+    sketch does not decode; a fresh session after an aborted one, up to
     ``ABORT_RETRIES``; :class:`LabelDiscoveryFailed` when every attempt aborts), each attempt
     one protocol session over the enrolled nodes. ``riders`` (round 1's session) advertise and
     share their keys in the same exchanges."""

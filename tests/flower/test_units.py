@@ -67,6 +67,16 @@ def test_run_config_uses_the_sim_keys():
         parse_run_config({"step-timeout": 0})
 
 
+def test_run_config_refuses_what_the_flower_app_does_not_run():
+    # DP is sim-only, and so is the Poisson sampling its accountant assumes: a Flower run must
+    # not silently sample another way than the one asked for
+    with pytest.raises(ConfigError, match="client-sampling=poisson"):
+        parse_run_config({"client-sampling": "poisson"})
+    with pytest.raises(ConfigError, match="dp-noise-multiplier"):
+        parse_run_config({"dp-noise-multiplier": 1.0})
+    assert parse_run_config({"client-sampling": "fixed"})[0].client_sampling == "fixed"
+
+
 def test_the_app_pyproject_lists_every_key_with_the_sim_default():
     import tomllib
     from pathlib import Path
