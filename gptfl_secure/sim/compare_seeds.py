@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.config import RunConfig
+from ..pipeline.outputs import write_json
 from ..pipeline.setup import Setup, limit_threads, prepare_data
 from ..pipeline.state import RunState
 from .run import start
@@ -66,7 +67,8 @@ def play_seeds(config: RunConfig, given: tuple[Setup, RunState, np.ndarray], out
                progress: bool = False) -> list[dict]:
     """Every seed's comparison (``play``'s result), in seed order. ``given``: the first seed's
     set-up, state and pretrained vector, already built by the caller; seed s writes under
-    ``out/seeds/seed{s}/``."""
+    ``out/seeds/seed{s}/``, its ``comparison.json`` (as ``--compare --seed s`` writes it)
+    as soon as it is done."""
     tasks = [SeedTask(c, out / "seeds" / f"seed{c.seed}", lr_grid, play,
                       given if c.seed == config.seed else None) for c in seed_configs(config)]
     workers = seed_workers(config)
@@ -97,8 +99,10 @@ def _play(task: SeedTask, log: Log, progress: bool = False) -> dict:
         pretrained = state.global_vector
     else:
         setup, state, pretrained = task.given
-    return task.play(config, setup, state, pretrained, task.out, log, progress=progress,
-                     lr_grid=task.lr_grid)
+    result = task.play(config, setup, state, pretrained, task.out, log, progress=progress,
+                       lr_grid=task.lr_grid)
+    write_json(task.out / "comparison.json", result)  # a killed run keeps its finished seeds
+    return result
 
 
 def _play_collecting(task: SeedTask) -> tuple[dict, list[str]]:

@@ -33,6 +33,7 @@ def runs(tmp_path_factory):
         assert main([*TINY, *cache, "--compare", "--seed", "4",
                      "--out", str(root / "single")]) == 0
     read = lambda name: json.loads((root / name / "comparison.json").read_text())  # noqa: E731
+    assert read("multi/seeds/seed4") == read("single")  # written as soon as that seed is done
     return read("multi"), read("single"), (root / "multi" / "comparison.md").read_text()
 
 
