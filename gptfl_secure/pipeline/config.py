@@ -91,6 +91,10 @@ class RunConfig:
                                  "$XDG_CACHE_HOME or ~/.cache, then gptfl-secure/synthetic)",
                                  kind=str)
     compare: bool = _opt(False, "run and tabulate the GPT-FL comparison arms (comparison.json)")
+    seeds: int = _opt(1, "with --compare: play every arm on this many seeds (--seed, --seed + 1, "
+                      "...); per round: mean, sd and 95 percent t-interval", ge=1, le=1000)
+    seed_workers: int = _opt(0, "with --compare --seeds K: processes that play seeds side by "
+                             "side (0: auto, min(K, cores // --threads))", ge=0, le=1024)
     # aggregation
     secagg: str = _opt("full", "masked sum over the complete graph (full), SecAgg+ (plus), or a "
                        "plain sum that shows the server every vector (off)", choices=SECAGG_MODES)
@@ -140,6 +144,12 @@ class RunConfig:
         if self.dp_audit_canaries and self.dp_noise_multiplier is None:
             raise ConfigError(f"--dp-audit-canaries {self.dp_audit_canaries}: canaries audit the "
                               "distributed-DP noise; give --dp-noise-multiplier too")
+        if self.seeds > 1 and not self.compare:
+            raise ConfigError(f"--seeds {self.seeds}: several seeds are for the comparison; add "
+                              "--compare (or drop --seeds)")
+        if self.seed + self.seeds > 2**32:
+            raise ConfigError(f"--seeds {self.seeds}: seeds --seed {self.seed} to "
+                              f"{self.seed + self.seeds - 1} pass 2**32 - 1; lower --seed")
         if self.compare and self.init != "synthetic":
             raise ConfigError("--compare compares GPT-FL with its baselines: it needs --init "
                               "synthetic (the default)")
