@@ -2,7 +2,8 @@
 then the federated rounds (:func:`run_rounds`), with a checkpoint after every round so that
 ``--resume DIR`` continues a killed run. Every stage is the pipeline's
 (:mod:`gptfl_secure.pipeline`); what is particular to this driver is that every client runs
-here, and every sum is computed here (:mod:`.rounds`).
+here (one after another, or concurrently in a pool of worker processes: :mod:`.workers`), and
+every sum is computed here (:mod:`.rounds`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from ..pipeline.dp import dp_sgd_trainer, update_privacy
 from ..pipeline.outputs import SessionRecorder
 from ..pipeline.pretraining import initial_state
 from ..pipeline.rounds import RoundRecord, plain_local_training, record_round
-from ..pipeline.setup import Setup, limit_threads, local_training, new_model, new_optimizer
+from ..pipeline.setup import (
+    Setup,
+    limit_threads,
+    local_training,
+    new_model,
+    new_optimizer,
+    run_device,
+    run_workers,
+)
 from ..pipeline.state import RunState, save_checkpoint
 from .rounds import RoundContext, run_round
+from .workers import ClientPool
 
 Log = Callable[[str], None]
 
@@ -39,15 +49,23 @@ def start(config: RunConfig, setup: Setup, log: Log, out: Path | None = None,
 
 
 def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundContext:
-    """The in-process round's fixed parts for ``state``'s run."""
+    """The in-process round's fixed parts for ``state``'s run, with a pool of worker processes
+    when the run trains its clients concurrently (:func:`~gptfl_secure.pipeline.setup.
+    run_workers` > 1): the caller closes ``ctx.pool``."""
+    device = run_device(config)
+    scratch = new_model(config, setup.train).to(device)
+    local = local_training(config)
+    workers = run_workers(config, device)
     return RoundContext(
-        train_parts=setup.parts, test=setup.test, global_model=new_model(config, setup.train),
-        scratch_model=new_model(config, setup.train),
+        train_parts=setup.parts, test=setup.test,
+        global_model=new_model(config, setup.train).to(device), scratch_model=scratch,
         codec=make_update_codec(config, len(state.global_vector)),
-        local=local_training(config),
+        local=local,
         aggregate=make_aggregator(config.secagg, config.dropout),
         cohort=config.cohort, dropout=config.dropout, seed=config.seed,
-        train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training)
+        train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training,
+        pool=ClientPool(setup.parts, scratch, local, workers, device=device,
+                        threads=config.threads) if workers > 1 else None)
 
 
 def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: bool = True,
@@ -66,7 +84,7 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
         "coordinates" + (f", distributed DP: {config.dp_mechanism} z={config.dp_noise_multiplier}"
                          f" L2 clip {config.dp_clip}" if dp_codec else ""))
     bar = _progress(config.rounds, state.next_round - 1, progress)
-    try:
+    try:  # one bar for the run, advanced once per round whatever the number of workers
         for r in range(state.next_round, config.rounds + 1):
             outcome = run_round(ctx, r, state.global_vector, optimizer)
             record_round(state, outcome, optimizer, out)
@@ -85,6 +103,8 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
                 on_round(outcome.record)
     finally:
         bar.close()
+        if ctx.pool is not None:
+            ctx.pool.close()
     return state
 
 
