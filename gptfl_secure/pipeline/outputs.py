@@ -17,6 +17,7 @@ from ..protocols.recording import record_result
 from .aggregation import AggregateResult
 from .config import RunConfig
 from .dp import privacy_report
+from .setup import execution
 
 if TYPE_CHECKING:
     from .state import RunState
@@ -206,6 +207,7 @@ def final_metrics(state: RunState) -> dict:
         "rounds": rounds,
         "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
         "privacy": privacy_report(state),
+        "execution": execution(state.config),
     }
 
 

@@ -167,3 +167,13 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def execution(config: RunConfig) -> dict:
+    """``metrics.json``'s ``execution``: the device and number of workers the run resolves to
+    here (``--device auto`` and ``--workers 0`` made concrete)."""
+    try:
+        device = run_device(config)
+    except ConfigError:  # a GPU run's outputs written again on a machine without one
+        return {"device": config.device, "workers": config.workers}
+    return {"device": str(device), "workers": run_workers(config, device)}
