@@ -12,7 +12,8 @@ bit-identical to training the clients one after another in one process.
 
 Workers ignore SIGINT (a terminal's Ctrl-C goes to the whole process group): the run's process
 receives the KeyboardInterrupt and :meth:`ClientPool.close` ends the workers, so no worker prints
-a traceback and none outlives the run.
+a traceback and none outlives the run; on Linux a worker also ends when the run's process is
+killed outright.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -56,11 +58,22 @@ def _init_worker(parts: list[Dataset], model: nn.Module, local: LocalTrainingCon
                  device: str, threads: int) -> None:
     global _parts, _model, _local
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     _parts, _model, _local = parts, model.to(device), local
+
+
+def _end_with_parent() -> None:
+    """On Linux, SIGTERM this worker when the run's process dies, however it dies (a killed run
+    would otherwise leave forked workers waiting on pipes they themselves hold open)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _train(global_vector: np.ndarray, at: CodecRound) -> np.ndarray:
