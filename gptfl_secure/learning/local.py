@@ -3,6 +3,9 @@
 The federated model state is every floating-point tensor of the model's ``state_dict`` (weights
 and, for BatchNorm, the running statistics), flattened in ``state_dict`` order. Integer buffers
 (BatchNorm's ``num_batches_tracked``) stay local and are not aggregated.
+
+Training and evaluation run on the device the model is on (its first parameter's); the flat
+vector is always a CPU numpy array, so each call crosses between host and device once each way.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ def float_state_keys(model: nn.Module) -> list[str]:
 
 
 def model_to_vector(model: nn.Module) -> np.ndarray:
-    """The model's floating-point state as one float32 vector (a copy)."""
+    """The model's floating-point state as one float32 CPU vector (a copy: ``torch.cat``
+    allocates, and a GPU model's state is copied to the host once, after the concatenation)."""
     state = model.state_dict()
     return torch.cat([state[k].detach().reshape(-1).float() for k in float_state_keys(model)]
-                     ).numpy().copy()
+                     ).cpu().numpy()
 
 
 def vector_to_model(model: nn.Module, vector: np.ndarray) -> None:
     """Load ``vector`` (as produced by :func:`model_to_vector`) into ``model`` in place."""
-    flat = torch.as_tensor(np.asarray(vector, dtype=np.float32))
     state = model.state_dict()
+    flat = torch.as_tensor(np.asarray(vector, dtype=np.float32)).to(model_device(model))
     keys = float_state_keys(model)
     expected = sum(state[k].numel() for k in keys)
     if flat.numel() != expected:
@@ -78,16 +82,20 @@ def train_locally(model: nn.Module, global_vector: np.ndarray, data: Dataset,
     if len(data) == 0:
         raise ValueError("a client with no examples cannot train")
     vector_to_model(model, global_vector)
-    torch.manual_seed(seed)
+    device = model_device(model)
+    if device.type == "cpu":  # the same CPU generator state, without torch.manual_seed's
+        torch.default_generator.manual_seed(seed)  # per-call CUDA bookkeeping (~1 ms)
+    else:
+        torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     anchor = ([p.detach().clone() for p in model.parameters()] if config.prox_mu > 0 else None)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
-    x = torch.from_numpy(data.x)
-    y = torch.from_numpy(data.y)
+    x = torch.from_numpy(data.x).to(device)
+    y = torch.from_numpy(data.y).to(device)
     model.train()
     for _ in range(config.epochs):
-        order = torch.from_numpy(rng.permutation(len(data)))
+        order = torch.from_numpy(rng.permutation(len(data))).to(device)
         for start in range(0, len(data), config.batch_size):
             idx = order[start:start + config.batch_size]
             if len(idx) < 2 and _has_batchnorm(model):
@@ -103,6 +111,15 @@ def train_locally(model: nn.Module, global_vector: np.ndarray, data: Dataset,
     return model_to_vector(model) - np.asarray(global_vector, dtype=np.float32)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); the CPU for a stateless model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -113,9 +130,10 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty data set")
     model.eval()
+    device = model_device(model)
     correct = 0
     for start in range(0, len(data), batch_size):
-        xb = torch.from_numpy(data.x[start:start + batch_size])
-        pred = model(xb).argmax(dim=1).numpy()
+        xb = torch.from_numpy(data.x[start:start + batch_size]).to(device)
+        pred = model(xb).argmax(dim=1).cpu().numpy()
         correct += int((pred == data.y[start:start + batch_size]).sum())
     return correct / len(data)

@@ -49,16 +49,18 @@ def pretrain(model: nn.Module, synthetic: Dataset, config: PretrainConfig, seed:
         raise ValueError("the synthetic set is empty: nothing to pretrain on")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(np.ascontiguousarray(synthetic.x, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(synthetic.y, dtype=np.int64))
+    device = next(model.parameters()).device  # the model's device trains the model
+    x = torch.from_numpy(np.ascontiguousarray(synthetic.x, dtype=np.float32)).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(synthetic.y, dtype=np.int64)).to(device)
     steps_per_epoch = math.ceil(len(synthetic) / config.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs *
                                                           steps_per_epoch)
     model.train()
     for epoch in range(1, config.epochs + 1):
-        order = torch.from_numpy(rng.permutation(len(synthetic)))
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+        order = torch.from_numpy(rng.permutation(len(synthetic))).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         for start in range(0, len(synthetic), config.batch_size):
             idx = order[start:start + config.batch_size]
             logits = model(x[idx])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -130,6 +131,12 @@ class RunConfig:
                                    "OUT/transcripts/ for python -m gptfl_secure.audit")
     threads: int = _opt(1, "CPU threads for torch and BLAS (1 is fastest for the small default "
                         "model: more threads oversubscribe a 2-core machine)", ge=1, le=1024)
+    device: str = _opt("auto", "torch device of pretraining, local training and evaluation: "
+                       "auto (cuda when torch sees a GPU), cpu, cuda or cuda:N")
+    workers: int = _opt(0, "processes that train a round's clients, each with --threads "
+                        "threads (0: auto, cores // --threads at most the cohort, 1 on a GPU "
+                        "or with --dp-sgd); results are bit-identical to --workers 1 on CPU",
+                        ge=0, le=1024)
     seed: int = _opt(0, "seed of the partition, sampling, initialisation and local training",
                      ge=0, lt=2**32)
 
@@ -157,6 +164,8 @@ class RunConfig:
             parse_spec(self.generator)
         except GeneratorError as exc:
             raise ConfigError(str(exc)) from None
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
+            raise ConfigError(f"--device {self.device!r}: must be auto, cpu, cuda or cuda:N")
         if self.dataset != "digits" and not Path(self.dataset).is_dir():
             raise ConfigError(f"--dataset {self.dataset}: not 'digits' and not a folder; give a "
                               "folder whose subfolders are label names holding images")

@@ -19,6 +19,7 @@ from .aggregation import AggregateResult
 from .canaries import with_empirical_privacy
 from .config import RunConfig
 from .dp import privacy_report
+from .setup import execution
 
 if TYPE_CHECKING:
     from .state import RunState
@@ -248,6 +249,7 @@ def final_metrics(state: RunState) -> dict:
         "initial_test_accuracy": state.initial_accuracy,
         "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
         "privacy": with_empirical_privacy(privacy_report(state), state),
+        "execution": execution(state.config),
     }
 
 

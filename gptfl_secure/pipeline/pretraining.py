@@ -19,7 +19,7 @@ from ..synth.synthetic_set import build_synthetic_set
 from . import outputs
 from .config import RunConfig
 from .discovery import LabelDiscovery
-from .setup import Setup, new_model, new_optimizer
+from .setup import Setup, new_model, new_optimizer, run_device
 from .state import RunState
 
 PROMPTS_PER_LABEL = 20
@@ -64,7 +64,7 @@ def pretrain_on_synthetic(config: RunConfig, setup: Setup, labels, log: Log,
     data = synthetic_set(config, setup, labels, log, progress)
     if out is not None:
         outputs.plot_samples(out / "synthetic_samples.png", data)
-    model = new_model(config, setup.train)
+    model = new_model(config, setup.train).to(run_device(config))
     with epoch_progress(config.pretrain_epochs, log, progress) as on_epoch:
         pretrain(model, data, PretrainConfig(config.pretrain_epochs, config.pretrain_lr,
                                              config.pretrain_weight_decay), seed=config.seed,

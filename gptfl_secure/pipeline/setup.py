@@ -4,6 +4,8 @@ for the configuration (so a bad combination fails before any work, as a ConfigEr
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +82,7 @@ def check_buildable(config: RunConfig, setup: Setup) -> None:
         model = new_model(config, setup.train)
     except ValueError as exc:
         raise ConfigError(f"--model {config.effective_model}: {exc}") from None
+    run_device(config)
     dim = len(model_to_vector(model))
     make_codec(config, dim)
     make_dp_codec(config, dim)
@@ -120,3 +123,57 @@ def limit_threads(threads: int) -> None:
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
+
+
+def run_device(config: RunConfig) -> torch.device:
+    """The torch device of pretraining, local training and evaluation: ``--device auto`` is the
+    first GPU when torch sees one, else the CPU. Raises ConfigError when a GPU is asked for and
+    torch sees none (or not that many)."""
+    if config.device == "cpu" or config.device == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if config.device == "auto":
+        return torch.device("cuda", 0)
+    device = torch.device(config.device)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise ConfigError(f"--device {config.device}: torch sees no CUDA GPU (torch "
+                          f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                          "use --device cpu or auto")
+    index = device.index or 0
+    if index >= available:
+        raise ConfigError(f"--device {config.device}: torch sees {available} GPU(s), "
+                          f"cuda:0 to cuda:{available - 1}")
+    return torch.device("cuda", index)
+
+
+def run_workers(config: RunConfig, device: torch.device | None = None) -> int:
+    """How many processes train a round's clients. ``--workers 0`` (auto): as many as the cores
+    allow without oversubscription (usable cores // ``--threads``), at most the cohort, and 1 on
+    a GPU. DP-SGD always trains in the run's process (1): each client's privacy spend is
+    recorded in the run state as it trains. Inside a worker process of some other pool (a
+    bench's), auto is 1, so pools never nest."""
+    if config.dp_sgd:
+        return 1
+    if config.workers:
+        return min(config.workers, config.cohort)
+    device = device or run_device(config)
+    if device.type != "cpu" or multiprocessing.parent_process() is not None:
+        return 1
+    return max(1, min(usable_cores() // config.threads, config.cohort))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def execution(config: RunConfig) -> dict:
+    """``metrics.json``'s ``execution``: the device and number of workers the run resolves to
+    here (``--device auto`` and ``--workers 0`` made concrete)."""
+    try:
+        device = run_device(config)
+    except ConfigError:  # a GPU run's outputs written again on a machine without one
+        return {"device": config.device, "workers": config.workers}
+    return {"device": str(device), "workers": run_workers(config, device)}

@@ -2,13 +2,15 @@
 (:mod:`gptfl_secure.pipeline.rounds`) around local training of every sampled client in this
 process and an in-process aggregator (:mod:`gptfl_secure.pipeline.aggregation`).
 
-plan (cohort, simulated dropouts) → each surviving client trains and encodes → aggregate with
-the round's dropouts → close (decode, server step, evaluate).
+plan (cohort, simulated dropouts) → every surviving client trains (one after another here, or
+concurrently in a :class:`~.workers.ClientPool`: the same updates either way) → each encodes its
+update → aggregate with the round's dropouts → close (decode, server step, evaluate).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from ..learning.server_opt import ServerOptimizer
 from ..pipeline import rounds as pipeline_rounds
 from ..pipeline.aggregation import Aggregator
 from ..pipeline.canaries import CanaryInsertion, join_canaries
-from ..pipeline.codecs import RoundCodec
+from ..pipeline.codecs import CodecRound, RoundCodec
 from ..pipeline.rounds import (
     LocalTrainer,
     RoundOutcome,
@@ -34,6 +36,7 @@ from ..pipeline.sampling import CohortSampling
 from ..pipeline.skips import doomed, skip_rule
 from ..protocols import SecAggAbort
 from ..protocols.config import Step, uploads_input
+from .workers import ClientPool
 
 
 @dataclass
@@ -52,9 +55,20 @@ class RoundContext:
     seed: int
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
     canaries: CanaryInsertion | None = None  # --dp-audit-canaries
+    pool: ClientPool | None = None  # trains with plain_local_training in worker processes
 
     def evaluate(self, vector: np.ndarray) -> float:
         return pipeline_rounds.accuracy(self.global_model, self.test, vector)
+
+    def train_clients(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
+                      ) -> dict[int, np.ndarray]:
+        """``{client: Δ}`` for ``clients`` (each a client's codec context in the round): in the
+        pool when there is one, else one after another with ``train`` and the scratch model."""
+        if self.pool is not None:
+            return self.pool.train(global_vector, clients)
+        return {at.client: train_client(self.train, self.scratch_model, global_vector,
+                                        self.train_parts[at.client], self.local, at)
+                for at in clients}
 
 
 def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
@@ -68,24 +82,25 @@ def run_round(ctx: RoundContext, r: int, global_vector: np.ndarray,
         return skip_round(plan, plan.skip, 0.0, global_vector, ctx.evaluate)
     dropouts = dict(plan.dropouts)
     length = ctx.codec.vector_length
-    contributions = {}
     rule = skip_rule(ctx.aggregate, len(plan.sampled))  # the dropouts may doom the round: the
     aborts = rule is not None and doomed(plan.dropouts, rule)  # sum aborts, whatever the vectors
+    # a client that never uploads, or whose sum aborts, is not trained: its vector is never read
+    deltas = ctx.train_clients(global_vector, [] if aborts else [
+        plan.at.for_client(cid) for cid in plan.sampled if uploads_input(dropouts.get(cid))])
+    contributions = {}
     for cid in plan.sampled:
-        if aborts or not uploads_input(dropouts.get(cid)):
-            # never uploads, or the sum aborts: its vector is never read, so do not train it
+        delta = deltas.get(cid)
+        if delta is None:
             contributions[cid] = np.zeros(length, dtype=np.uint64)
             continue
-        data = ctx.train_parts[cid]
-        at = plan.at.for_client(cid)
-        delta = train_client(ctx.train, ctx.scratch_model, global_vector, data, ctx.local, at)
         if not np.all(np.isfinite(delta)):
             # local training diverged (e.g. under heavy DP noise): the client has nothing
             # meaningful to send, so it drops before its masked input, as a real one would
             dropouts[cid] = Step.MASKED_INPUT
             contributions[cid] = np.zeros(length, dtype=np.uint64)
             continue
-        contributions[cid] = ctx.codec.encode(delta, len(data), at)
+        contributions[cid] = ctx.codec.encode(delta, len(ctx.train_parts[cid]),
+                                              plan.at.for_client(cid))
 
     aggregate = join_canaries(ctx.canaries, plan, ctx.aggregate)
     start = time.perf_counter()

@@ -2,7 +2,8 @@
 then the federated rounds (:func:`run_rounds`), with a checkpoint after every round so that
 ``--resume DIR`` continues a killed run. Every stage is the pipeline's
 (:mod:`gptfl_secure.pipeline`); what is particular to this driver is that every client runs
-here, and every sum is computed here (:mod:`.rounds`).
+here (one after another, or concurrently in a pool of worker processes: :mod:`.workers`), and
+every sum is computed here (:mod:`.rounds`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ from ..pipeline.outputs import SessionRecorder
 from ..pipeline.pretraining import initial_state
 from ..pipeline.rounds import RoundRecord, plain_local_training, record_round
 from ..pipeline.sampling import cohort_sampling
-from ..pipeline.setup import Setup, limit_threads, local_training, new_model, new_optimizer
+from ..pipeline.setup import (
+    Setup,
+    limit_threads,
+    local_training,
+    new_model,
+    new_optimizer,
+    run_device,
+    run_workers,
+)
 from ..pipeline.state import RunState, save_checkpoint
 from .rounds import RoundContext, run_round
+from .workers import ClientPool
 
 Log = Callable[[str], None]
 
@@ -43,16 +53,24 @@ def start(config: RunConfig, setup: Setup, log: Log, out: Path | None = None,
 
 
 def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundContext:
-    """The in-process round's fixed parts for ``state``'s run."""
+    """The in-process round's fixed parts for ``state``'s run, with a pool of worker processes
+    when the run trains its clients concurrently (:func:`~gptfl_secure.pipeline.setup.
+    run_workers` > 1): the caller closes ``ctx.pool``."""
+    device = run_device(config)
+    scratch = new_model(config, setup.train).to(device)
+    local = local_training(config)
+    workers = run_workers(config, device)
     codec = make_update_codec(config, len(state.global_vector))
     return RoundContext(
-        train_parts=setup.parts, test=setup.test, global_model=new_model(config, setup.train),
-        scratch_model=new_model(config, setup.train),
+        train_parts=setup.parts, test=setup.test,
+        global_model=new_model(config, setup.train).to(device), scratch_model=scratch,
         codec=codec, canaries=start_canaries(config, codec, state),
-        local=local_training(config),
+        local=local,
         aggregate=make_aggregator(config.secagg, config.dropout),
         cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
-        train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training)
+        train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training,
+        pool=ClientPool(setup.parts, scratch, local, workers, device=device,
+                        threads=config.threads) if workers > 1 else None)
 
 
 def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: bool = True,
@@ -72,7 +90,7 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
                          f" L2 clip {config.dp_clip}" if dp_codec else ""))
     bar = _progress(config.rounds, state.next_round - 1, progress)
     timed = False  # the run's length is told after its first round that trained
-    try:
+    try:  # one bar for the run, advanced once per round whatever the number of workers
         for r in range(state.next_round, config.rounds + 1):
             started = time.perf_counter()
             outcome = run_round(ctx, r, state.global_vector, optimizer)
@@ -95,6 +113,8 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
                 on_round(outcome.record)
     finally:
         bar.close()
+        if ctx.pool is not None:
+            ctx.pool.close()
     return state
 
 

@@ -22,7 +22,8 @@ def _run(tmp_path, *extra, name="run"):
 def test_run_writes_every_output_with_the_design_schema(tmp_path, capsys):
     out, metrics = _run(tmp_path)
     assert set(metrics) == {"config", "label_discovery", "pretrain", "rounds",
-                            "initial_test_accuracy", "final_test_accuracy", "privacy"}
+                            "initial_test_accuracy", "final_test_accuracy", "privacy",
+                            "execution"}
     found = metrics["label_discovery"]
     assert found["participants"] == 20 and found["complete"] is True
     assert sorted(found["counts"]) == [str(d) for d in range(10)]

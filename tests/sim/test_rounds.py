@@ -157,7 +157,7 @@ def test_a_client_whose_training_diverges_drops_instead_of_crashing(tmp_path, mo
         return np.full_like(delta, np.nan) if client_id % 2 else delta
 
     monkeypatch.setattr(run_module, "plain_local_training", diverging)
-    config = SimConfig(**{**SMALL, "rounds": 2}, dropout=0.0, secagg="off")
+    config = SimConfig(**{**SMALL, "rounds": 2}, dropout=0.0, secagg="off", workers=1)
     state, setup = _play(config, tmp_path)
     for row in state.rounds:
         sampled = np.sort(np.random.default_rng([config.seed, row["round"], SAMPLING]).choice(

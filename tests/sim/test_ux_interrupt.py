@@ -41,7 +41,9 @@ def test_interrupt_during_round_3_keeps_rounds_1_2_and_resume_matches(tmp_path, 
 
     monkeypatch.setattr(sim_rounds, "train_client", train_then_ctrl_c)
     out = tmp_path / "cut"
-    assert main([*TINY, "--out", str(out)]) == 130
+    # one worker: the patched trainer runs in this process (the pool's own interrupt is tested
+    # in test_workers.py, and the real-signal tests below run the default worker count)
+    assert main([*TINY, "--workers", "1", "--out", str(out)]) == 130
     printed = capsys.readouterr()
     assert "Traceback" not in printed.out + printed.err
     assert "interrupted by Ctrl-C (SIGINT) after 2 rounds of 4" in printed.out

@@ -1,0 +1,120 @@
+"""Parallel clients and the device option: a run with --workers 2 gives the same metrics.json as
+--workers 1 (bit for bit), the pool closes on an interrupt without leaving processes, and
+--device is resolved (and refused when no GPU is there) before any work."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gptfl_secure.pipeline.codecs import CodecRound
+from gptfl_secure.pipeline.config import ConfigError, SimConfig
+from gptfl_secure.pipeline.rounds import plain_local_training, train_client
+from gptfl_secure.pipeline.setup import (
+    local_training,
+    new_model,
+    prepare_data,
+    run_device,
+    run_workers,
+)
+from gptfl_secure.sim.cli import main
+from gptfl_secure.sim.workers import ClientPool
+
+SMALL = ["--clients", "12", "--cohort", "4", "--rounds", "2", "--local-epochs", "1",
+         "--init", "random", "--no-progress"]
+
+
+def _accuracies(out):
+    metrics = json.loads((out / "metrics.json").read_text())
+    return [(r["test_accuracy"], r["gradient_diversity"], r["clients_included"])
+            for r in metrics["rounds"]]
+
+
+def test_two_workers_give_the_same_metrics_as_one(tmp_path):
+    assert main(SMALL + ["--workers", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main(SMALL + ["--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    assert _accuracies(tmp_path / "one") == _accuracies(tmp_path / "two")
+    one = np.load(tmp_path / "one" / "checkpoint.npz")["global_vector"]
+    two = np.load(tmp_path / "two" / "checkpoint.npz")["global_vector"]
+    assert np.array_equal(one, two)
+
+
+def test_pool_updates_equal_sequential_updates():
+    config = SimConfig(clients=8, cohort=4, init="random", local_epochs=1)
+    setup = prepare_data(config)
+    model = new_model(config, setup.train)
+    local = local_training(config)
+    start = np.random.default_rng(1).normal(0, 0.05, sum(p.numel() for p in
+                                                         model.state_dict().values()))
+    start = start.astype(np.float32)
+    clients = [CodecRound(config.seed, 3, c) for c in range(6)]
+    sequential = {at.client: train_client(plain_local_training, model, start,
+                                          setup.parts[at.client], local, at) for at in clients}
+    with ClientPool(setup.parts, model, local, 2) as pool:
+        parallel = pool.train(start, clients)
+    assert parallel.keys() == sequential.keys()
+    for cid, delta in sequential.items():
+        assert np.array_equal(parallel[cid], delta), cid
+
+
+def test_interrupt_ends_the_pool_at_once():
+    config = SimConfig(clients=8, cohort=4, init="random")
+    setup = prepare_data(config)
+    pool = ClientPool(setup.parts, new_model(config, setup.train), local_training(config), 2)
+    processes = list(pool._executor._processes.values())
+    with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as patch:
+        def interrupted(*_args, **_kwargs):
+            raise KeyboardInterrupt
+
+        patch.setattr("concurrent.futures.Future.result", interrupted)
+        pool.train(np.zeros(1, np.float32), [CodecRound(0, 1, 0)])
+    assert all(not p.is_alive() for p in processes)
+    pool.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.train(np.zeros(1, np.float32), [CodecRound(0, 1, 0)])
+
+
+def test_workers_auto_uses_the_cores_without_oversubscription(monkeypatch):
+    monkeypatch.setattr("gptfl_secure.pipeline.setup.usable_cores", lambda: 8)
+    cpu = torch.device("cpu")
+    assert run_workers(SimConfig(cohort=10), cpu) == 8
+    assert run_workers(SimConfig(cohort=10, threads=2), cpu) == 4
+    assert run_workers(SimConfig(cohort=3), cpu) == 3
+    assert run_workers(SimConfig(cohort=10, workers=5), cpu) == 5
+    assert run_workers(SimConfig(cohort=10, workers=50), cpu) == 10
+    assert run_workers(SimConfig(cohort=10, dp_sgd=True, workers=4), cpu) == 1
+    assert run_workers(SimConfig(cohort=10), torch.device("cuda", 0)) == 1
+
+
+def test_device_is_resolved_and_a_missing_gpu_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_device(SimConfig(device="auto")) == torch.device("cpu")
+    assert run_device(SimConfig(device="cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="--device cuda: torch sees no CUDA GPU"):
+        run_device(SimConfig(device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert run_device(SimConfig(device="auto")) == torch.device("cuda", 0)
+    assert run_device(SimConfig(device="cuda:1")) == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match="cuda:0 to cuda:1"):
+        run_device(SimConfig(device="cuda:2"))
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CPU", ""])
+def test_a_malformed_device_is_refused(bad):
+    with pytest.raises(ConfigError, match="--device"):
+        SimConfig(device=bad)
+
+
+def test_cli_refuses_cuda_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        main(SMALL + ["--device", "cuda"])
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_metrics_record_device_and_workers(tmp_path):
+    assert main(SMALL + ["--rounds", "1", "--workers", "2", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["execution"] == {"device": "cpu", "workers": 2}
