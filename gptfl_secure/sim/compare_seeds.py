@@ -12,7 +12,6 @@ trains its clients one after another, so pools never nest.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..pipeline.config import RunConfig
 from ..pipeline.outputs import write_json
-from ..pipeline.setup import Setup, limit_threads, prepare_data
+from ..pipeline.setup import Setup, limit_threads, prepare_data, usable_cores
 from ..pipeline.state import RunState
 from .run import start
 from .seed_stats import curve_fields, value_fields
@@ -57,9 +56,7 @@ def seed_workers(config: RunConfig) -> int:
         return min(config.seed_workers, config.seeds)
     if multiprocessing.parent_process() is not None:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    return max(1, min(config.seeds, cores // config.threads))
+    return max(1, min(config.seeds, usable_cores() // config.threads))
 
 
 def play_seeds(config: RunConfig, given: tuple[Setup, RunState, np.ndarray], out: Path,
