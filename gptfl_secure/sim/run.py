@@ -83,7 +83,10 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
     dp_codec = ctx.codec.codec if isinstance(ctx.codec, DistributedDPUpdates) else None
     optimizer = new_optimizer(config)
     optimizer.load_state_dict(state.optimizer_state)
-    log(f"[3/3] federated rounds: {config.rounds} x {config.cohort} of {config.clients} clients, "
+    sampler = cohort_sampling(config)
+    sampled = (f"{config.cohort}" if sampler.mode == "fixed" else
+               f"Poisson (expected {config.cohort}, at most {sampler.cap})")
+    log(f"[3/3] federated rounds: {config.rounds} x {sampled} of {config.clients} clients, "
         f"{config.strategy}, secagg={config.secagg}, dropout={config.dropout}, "
         f"{ctx.codec.modulus_bits}-bit ring, model of {ctx.codec.dim} "
         "coordinates" + (f", distributed DP: {config.dp_mechanism} z={config.dp_noise_multiplier}"
