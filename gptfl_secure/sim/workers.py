@@ -93,6 +93,7 @@ class ClientPool:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
         self.workers = workers
+        self._sizes = [len(part) for part in parts]
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=_context(str(device)), initializer=_init_worker,
             initargs=(parts, copy.deepcopy(model).cpu(), local, str(device), threads))
@@ -104,10 +105,14 @@ class ClientPool:
         if self._executor is None:
             raise RuntimeError("this ClientPool is closed")
         vector = np.ascontiguousarray(global_vector, dtype=np.float32)
+        # largest client first (LPT): under label skew the client sizes differ widely, and the
+        # round lasts until its last client ends. Each client's update depends only on its own
+        # (seed, round, client), so the order changes no result
+        order = sorted(clients, key=lambda at: -self._sizes[at.client])
         try:
             futures: dict[int, Future] = {at.client: self._executor.submit(_train, vector, at)
-                                          for at in clients}
-            return {cid: future.result() for cid, future in futures.items()}
+                                          for at in order}
+            return {at.client: futures[at.client].result() for at in clients}
         except BaseException:
             self.close()
             raise
