@@ -163,7 +163,7 @@ def test_seeds_without_compare_is_a_config_error(tmp_path, capsys):
 
 
 def test_seed_workers_fit_the_cores_and_the_seeds(monkeypatch):
-    monkeypatch.setattr(compare_seeds.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(compare_seeds, "usable_cores", lambda: 2)
     assert compare_seeds.seed_workers(RunConfig(compare=True, seeds=5)) == 2
     assert compare_seeds.seed_workers(RunConfig(compare=True, seeds=5, threads=2)) == 1
     assert compare_seeds.seed_workers(RunConfig(compare=True, seeds=3, seed_workers=8)) == 3
