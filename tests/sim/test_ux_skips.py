@@ -91,7 +91,7 @@ def test_sim_skips_local_training_of_doomed_rounds(tmp_path):
     from gptfl_secure.sim.run import round_context
 
     config = RunConfig(clients=12, cohort=8, dropout=0.35, local_epochs=1, init="random",
-                       seed=3)
+                       seed=3, workers=1)  # one worker: the counting trainer runs here
     setup = prepare_data(config)
     vector = model_to_vector(new_model(config, setup.train))
     state = RunState(config, {}, None, vector, new_optimizer(config).state_dict())
