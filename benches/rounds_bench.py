@@ -220,7 +220,7 @@ def stats_cell(xs: list[float]) -> str:
 
 def bench_rounds(num_rounds: int) -> None:
     print(f"## 1. Round time: secagg full / plus / off, {num_rounds} rounds each\n")
-    base = SimConfig(rounds=num_rounds, init="random")
+    base = SimConfig(rounds=num_rounds, init="random", workers=1)  # training timed in this process
     setup = prepare_data(base)
     codec = make_codec(base, len(model_to_vector(new_model(base, setup.train))))
     k, t = choose_secagg_plus_params(base.cohort, base.dropout, 0.1)
