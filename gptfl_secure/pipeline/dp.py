@@ -54,13 +54,6 @@ ADVERSARY = ("anyone who sees the released global models and each round's count 
              "the cohorts, must be withheld from them)")
 
 
-def _round_accountant(codec: DistributedDPCodec, clients: int, included: int):
-    """Round accountant: the ``included`` clients whose noise shares were summed, taken as a
-    uniform subset of the ``clients`` drawn without replacement (replace-one, WBK19)."""
-    return codec.accountant(included / clients, num_included=included,
-                            sampling="without_replacement")
-
-
 def update_privacy(config: RunConfig, dim: int, rounds: list[dict],
                    codec: DistributedDPCodec | None = None) -> dict | None:
     """(ε, δ) of the model updates so far, against :data:`ADVERSARY`.
@@ -79,7 +72,7 @@ def update_privacy(config: RunConfig, dim: int, rounds: list[dict],
     ledger = RdpLedger()
     included = Counter(row["clients_included"] for row in rounds if not row["skipped"])
     for m, count in sorted(included.items()):  # rounds with equal noise compose as one term
-        ledger.add(_round_accountant(codec, config.clients, m), rounds=count)
+        ledger.add(codec.round_accountant(config.clients, m), rounds=count)
     return {"epsilon": ledger.epsilon(config.dp_delta), "delta": config.dp_delta,
             "adversary": ADVERSARY,
             "sampling": SAMPLING_NAMES[sampler.mode], "neighbouring": NEIGHBOURING,
@@ -120,7 +113,7 @@ def cohorts_known_privacy(config: RunConfig, dim: int, rounds: list[dict],
         sampled, _ = sampler.round_cohort(config.seed, row["round"])
         counts[sampled, column[row["clients_included"]]] += 1
     ledger = RdpLedger()  # only for its orders
-    base = np.array([_round_accountant(codec, config.clients, m).base_rdp(ledger.orders)
+    base = np.array([codec.round_accountant(config.clients, m).base_rdp(ledger.orders)
                      for m in sizes]).reshape(len(sizes), len(ledger.orders))
     worst = 0.0
     for row_counts in np.unique(counts, axis=0):

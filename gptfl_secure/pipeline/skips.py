@@ -16,7 +16,8 @@ for the warning of :func:`skip_warning`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
+
+from scipy import stats
 
 from ..protocols.config import STEPS, uploads_input
 from .aggregation import Aggregator, SecureAggregator, make_aggregator, plain_sum
@@ -62,7 +63,7 @@ def doomed(dropouts: dict[int, str], rule: SkipRule) -> bool:
 
 def _binomial_below(n: int, p: float, t: int) -> float:
     """P[Bin(n, p) < t]."""
-    return sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(min(t, n + 1)))
+    return float(stats.binom.cdf(t - 1, n, p))
 
 
 def skip_probability(rule: SkipRule, dropout: float) -> float:

@@ -77,10 +77,7 @@ def run_drill(codec: DistributedDPCodec, design: CanaryDesign, *, clients: int, 
         canary_counts.append(int(inserted.size))
     ledger = RdpLedger()
     for m, count in sorted(Counter(real_counts).items()):
-        # the sim's round accountant: the m included clients as a uniform subset of ``clients``
-        # drawn without replacement (replace-one), see gptfl_secure.pipeline.dp
-        ledger.add(codec.accountant(m / clients, num_included=m, sampling="without_replacement"),
-                   rounds=count)
+        ledger.add(codec.round_accountant(clients, m), rounds=count)  # as the sim accounts
     cos_in, cos_out = design.cosines(model)
     estimate = estimate_epsilon(cos_in, cos_out, delta, d, resamples=resamples, seed=seed)
     return DrillResult(ledger.epsilon(delta), estimate, len(real_counts), tuple(real_counts),

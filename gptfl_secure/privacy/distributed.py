@@ -276,6 +276,14 @@ class DistributedDPCodec:
                             self.granularity * math.sqrt(num_included) / 2.0)
 
     # ------------------------------------------------------------------ accounting
+    def round_accountant(self, clients: int, included: int) -> PrivacyAccountant:
+        """The accountant of one aggregated round in which ``included`` of ``clients`` clients'
+        noise shares were summed, those clients taken as a uniform subset drawn without
+        replacement (replace-one neighbours, Wang, Balle and Kasiviswanathan 2019): valid for
+        fixed-size and, given the data-independent count, for Poisson cohorts."""
+        return self.accountant(included / clients, num_included=included,
+                               sampling="without_replacement")
+
     def accountant(self, sampling_rate: float, num_included: int | None = None, *,
                    subsampling: str = "general", sampling: str = "poisson",
                    orders: tuple[int, ...] = DEFAULT_ORDERS) -> PrivacyAccountant:

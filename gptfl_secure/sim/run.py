@@ -83,7 +83,7 @@ def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: 
     dp_codec = ctx.codec.codec if isinstance(ctx.codec, DistributedDPUpdates) else None
     optimizer = new_optimizer(config)
     optimizer.load_state_dict(state.optimizer_state)
-    sampler = cohort_sampling(config)
+    sampler = ctx.cohort  # the run's CohortSampling (round_context)
     sampled = (f"{config.cohort}" if sampler.mode == "fixed" else
                f"Poisson (expected {config.cohort}, at most {sampler.cap})")
     log(f"[3/3] federated rounds: {config.rounds} x {sampled} of {config.clients} clients, "
