@@ -199,21 +199,33 @@ class IbltSketch:
     def decode(self) -> DecodeResult:
         """Peel the table and return the verified histogram.
 
-        Each round takes every cell with a nonzero count, divides out the count and accepts the
-        cell as pure only if the payload is a valid key encoding, both BLAKE2b checks match and the
-        key hashes back to that very cell; all pure cells of a round are peeled at once. At most
-        ``num_cells`` rounds run, so decoding terminates on any input. A key seen pure after it
-        was peeled, or with two different counts, marks the table inconsistent: decoding stops
-        with ``complete=False`` and that key is not reported.
+        Each round takes the changed cells with count 1 (or, once those stop peeling, every cell
+        with another nonzero count), divides out the count and accepts the cell as pure only if
+        the payload is a valid key encoding, both BLAKE2b checks match and the key hashes back to
+        that very cell; all pure cells of a round are peeled at once. At most
+        ``2 * num_cells + 2`` rounds run, so decoding terminates on any input. A key seen pure
+        after it was peeled, or with two different counts, marks the table inconsistent: decoding
+        stops with ``complete=False`` and that key is not reported.
         """
         params = self.params
         table = self._table.copy()
         counts: dict[bytes, int] = {}
         consistent = True
-        # Only cells changed by the last peel can have become pure: test those alone.
+        # Only cells changed by the last peel can have become pure: test those alone. Cells
+        # whose count is not 1 wait until the count-1 cells stop peeling: an impure cell of two
+        # count-1 keys has count 2 and payload their sum, whose half is often a well-formed
+        # encoding (the average of "label-552" and "label-754" is "label-653") that costs a hash
+        # to refuse. Peeling is confluent (any order of pure cells ends in the same core), so the
+        # order changes the work, not the result.
         dirty = np.arange(params.num_cells)
-        for _ in range(params.num_cells + 1):
-            found = _pure_cells(params, table, dirty)
+        deferred = np.zeros(params.num_cells, dtype=bool)
+        for _ in range(2 * params.num_cells + 2):
+            ones = table[dirty, 0] == 1
+            deferred[dirty[~ones]] = True
+            found = _pure_cells(params, table, dirty[ones])
+            if found is None:  # no count-1 cell peels: test the deferred cells too
+                found = _pure_cells(params, table, np.flatnonzero(deferred))
+                deferred[:] = False
             if found is None:
                 break
             keys, cells, rows, mult = found
@@ -231,7 +243,7 @@ class IbltSketch:
         left = table.any(axis=1)
         complete = consistent and not left.any()
         try:
-            decoded = {key.decode("utf-8"): count for key, count in counts.items()}
+            decoded = dict(zip(map(bytes.decode, counts), counts.values(), strict=True))
         except UnicodeDecodeError:  # only a forged vector holds non-UTF-8 keys: drop them
             complete = False
             decoded = {}
