@@ -265,7 +265,7 @@ def own_partition(context: Context, run: RunSettings):
 @functools.lru_cache(maxsize=2)
 def _model(config: SimConfig, in_shape: tuple[int, ...], label_names: tuple[str, ...]):
     from ..learning.data import Dataset
-    from ..pipeline.setup import limit_threads, new_model
+    from ..pipeline.client_training import limit_threads, new_model
 
     limit_threads(config.threads)
     shape = Dataset(np.zeros((0, *in_shape), np.float32), np.zeros(0, np.int64), label_names)
@@ -282,9 +282,8 @@ def contribution(config: SimConfig, data, pid: int, r: int,
     the in-process round computes it: the pipeline's
     :func:`~gptfl_secure.pipeline.rounds.train_client` and update codec (same training seed,
     same stochastic-rounding stream)."""
+    from ..pipeline.client_training import local_training, plain_local_training, train_client
     from ..pipeline.codecs import CodecRound, make_update_codec
-    from ..pipeline.rounds import plain_local_training, train_client
-    from ..pipeline.setup import local_training
 
     at = CodecRound(config.seed, r, pid)
     model = _model(config, tuple(data.x.shape[1:]), tuple(data.label_names))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
+from .sgd import MomentumSgd
 
 
 def float_state_keys(model: nn.Module) -> list[str]:
@@ -89,8 +90,8 @@ def train_locally(model: nn.Module, global_vector: np.ndarray, data: Dataset,
         torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     anchor = ([p.detach().clone() for p in model.parameters()] if config.prox_mu > 0 else None)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = MomentumSgd(model.parameters(), lr=config.lr, momentum=config.momentum,
+                      weight_decay=config.weight_decay)
     x = torch.from_numpy(data.x).to(device)
     y = torch.from_numpy(data.y).to(device)
     model.train()
@@ -105,7 +106,7 @@ def train_locally(model: nn.Module, global_vector: np.ndarray, data: Dataset,
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor,
                                                                 strict=True))
                 loss = loss + 0.5 * config.prox_mu * prox
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
     return model_to_vector(model) - np.asarray(global_vector, dtype=np.float32)

@@ -47,16 +47,18 @@ def seconds_per_example(model, x: np.ndarray, y: np.ndarray, batch_size: int,
     import torch
     from torch import nn
 
+    from ..learning.sgd import MomentumSgd
+
     batch = min(batch_size, len(x))
     xb = torch.from_numpy(np.ascontiguousarray(x[:batch], dtype=np.float32))
     yb = torch.from_numpy(np.ascontiguousarray(y[:batch], dtype=np.int64))
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    opt = MomentumSgd(model.parameters(), lr=0.0)  # no torch.optim: see learning/sgd.py
     best = math.inf
     model.train()
     for i in range(steps + 1):
         start = time.perf_counter()
         loss = nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         if i:  # the first step warms up

@@ -23,23 +23,16 @@ import numpy as np
 from torch import nn
 
 from ..learning.data import Dataset
-from ..learning.local import LocalTrainingConfig, evaluate, train_locally, vector_to_model
+from ..learning.local import evaluate, vector_to_model
 from ..learning.server_opt import ServerOptimizer
 from ..protocols import STEPS, MaskedSumResult, SecAggAbort
 from .aggregation import AggregateResult
+from .client_training import LocalTrainer, plain_local_training, train_client  # noqa: F401
 from .codecs import CodecRound, RoundCodec
 from .outputs import record_transcript, summarize_session
 from .sampling import CohortOutOfRange, CohortSampling
-from .seeds import dropout_rng, training_seed
+from .seeds import dropout_rng
 from .state import RunState
-
-LocalTrainer = Callable[[nn.Module, np.ndarray, Dataset, LocalTrainingConfig, int, int],
-                        np.ndarray]
-"""``train(model, global_vector, data, config, seed, client_id) -> Δ``."""
-
-
-def plain_local_training(model, global_vector, data, config, seed, _client_id):
-    return train_locally(model, global_vector, data, config, seed=seed)
 
 
 def sample_dropouts(cohort: Sequence[int], rate: float, rng: np.random.Generator) -> dict[int, str]:
@@ -84,12 +77,6 @@ def plan_round(r: int, *, clients: int, cohort: int | CohortSampling, seed: int,
     return RoundPlan(r, seed, [int(c) for c in sampled], dropouts)
 
 
-def train_client(train: LocalTrainer, model: nn.Module, global_vector: np.ndarray,
-                 data: Dataset, local: LocalTrainingConfig, at: CodecRound) -> np.ndarray:
-    """Client ``at.client``'s update Δ in round ``at.round``, from its training seed (the
-    in-process driver and the Flower ClientApp both train through here)."""
-    return train(model, global_vector, data, local,
-                 training_seed(at.seed, at.round, at.client), at.client)
 
 
 @dataclass(frozen=True)

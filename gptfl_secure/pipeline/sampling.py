@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from ..learning.partition import poisson_sample_clients, sample_clients
 from .config import RunConfig
@@ -47,6 +46,7 @@ class CohortOutOfRange(Exception):
 
 def poisson_cohort_cap(clients: int, rate: float, tail: float = CAP_TAIL) -> int:
     """The smallest k with P(Binomial(clients, rate) > k) <= tail."""
+    from scipy import stats  # here, not at import: a node that trains needs no scipy
     if not 0 < tail < 1:
         raise ValueError(f"tail={tail}: must be in (0, 1)")
     k = int(stats.binom.isf(tail, clients, rate))
@@ -95,6 +95,7 @@ class CohortSampling:
 
     def skip_probability(self) -> float:
         """P(a round is skipped for its cohort size): 0 for fixed sampling."""
+        from scipy import stats  # here, not at import: a node that trains needs no scipy
         if self.mode == "fixed":
             return 0.0
         dist = stats.binom(self.clients, self.rate)

@@ -9,18 +9,17 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..learning.audio_folder import load_audio_folder
 from ..learning.data import Dataset, load_digits_split
 from ..learning.folder import describe_folder, folder_kind, load_image_folder
-from ..learning.local import LocalTrainingConfig, model_to_vector
-from ..learning.models import build_model
+from ..learning.local import model_to_vector
 from ..learning.partition import dirichlet_partition
 from ..learning.server_opt import ServerOptimizer
 from ..privacy.dpsgd import check_dp_compatible
 from ..synth.backends import AUDIO_BACKENDS, OfflineBackend, parse_spec
 from ..synth.base import GeneratorError
+from .client_training import limit_threads, local_training, new_model  # noqa: F401 (re-exported)
 from .codecs import make_codec, make_dp_codec
 from .config import ConfigError, RunConfig
 
@@ -65,14 +64,6 @@ def prepare_data(config: RunConfig) -> Setup:
     return Setup(train, test, [train.subset(idx) for idx in parts], kind)
 
 
-def new_model(config: RunConfig, data: Dataset) -> nn.Module:
-    """The downstream model for ``data``, initialised from the run's seed."""
-    torch.manual_seed(config.seed)
-    name = config.effective_model
-    if config.model == "auto" and data.x.shape[-2] != data.x.shape[-1]:
-        name = "audio"  # (n, 1, n_mels, frames): a spectrogram
-    return build_model(name, in_channels=data.x.shape[1], num_classes=len(data.label_names),
-                       image_size=data.x.shape[-2])
 
 
 def check_buildable(config: RunConfig, setup: Setup) -> None:
@@ -109,20 +100,8 @@ def new_optimizer(config: RunConfig) -> ServerOptimizer:
                            config.beta2, config.tau)
 
 
-def local_training(config: RunConfig) -> LocalTrainingConfig:
-    """Each client's local-training settings."""
-    return LocalTrainingConfig(config.local_epochs, config.batch_size, config.lr,
-                               config.momentum, config.weight_decay, config.prox_mu)
 
 
-def limit_threads(threads: int) -> None:
-    """torch's intra-op pool and numpy's BLAS pool both default to every core; two pools of
-    spinning workers on a small machine slow the tiny per-client steps many times over
-    (benches/rounds_bench.py measures it)."""
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
 
 
 def run_device(config: RunConfig) -> torch.device:

@@ -19,22 +19,33 @@ Typical use::
     eps = codec.accountant(sampling_rate=20 / 100).epsilon(rounds, check_delta(1e-5, 100))
 """
 
-from .accounting import (
-    DEFAULT_DELTA,
-    PrivacyAccountant,
-    RdpLedger,
-    check_delta,
-    noise_multiplier_for_epsilon,
-)
-from .distributed import DecodedDPSum, DistributedDPCodec
-from .label_noise import (
-    CountSketchParams,
-    DPLabelCodec,
-    LabelGuarantee,
-    NoisyLabelRelease,
-    noisy_label_counts,
-)
-from .rng import noise_generator, public_generator
+import importlib
+
+# Names to their modules, imported on first use (PEP 562): a client that only encodes an update
+# (``privacy.distributed``) must not pay for scipy.stats, which ``label_noise`` needs.
+_EXPORTS = {
+    "DEFAULT_DELTA": "accounting",
+    "PrivacyAccountant": "accounting",
+    "RdpLedger": "accounting",
+    "check_delta": "accounting",
+    "noise_multiplier_for_epsilon": "accounting",
+    "DecodedDPSum": "distributed",
+    "DistributedDPCodec": "distributed",
+    "CountSketchParams": "label_noise",
+    "DPLabelCodec": "label_noise",
+    "LabelGuarantee": "label_noise",
+    "NoisyLabelRelease": "label_noise",
+    "noisy_label_counts": "label_noise",
+    "noise_generator": "rng",
+    "public_generator": "rng",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_DELTA",

@@ -86,7 +86,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy import special
 
 from .mechanisms import MECHANISMS
 from .rounding import DEFAULT_BETA, conditional_rounding_bound
@@ -189,6 +188,7 @@ def _subsampling_grid(orders: Sequence[int] | np.ndarray, sampling_rate: float,
                       base_rdp: Callable[[np.ndarray], np.ndarray]):
     """Shared set-up of the binomial-sum bounds: (orders a, q, ε(l) for l = 2..max a, and the
     (orders × l) arrays α, l, log C(α, l) with -inf where l > α)."""
+    from scipy import special  # here, not at import: a node that only encodes needs no scipy
     a = _orders_array(orders)
     q = float(sampling_rate)
     if not 0 <= q <= 1:
@@ -217,6 +217,7 @@ def poisson_subsampled_rdp(orders: Sequence[int] | np.ndarray, sampling_rate: fl
     the discrete Gaussian: using it for them is the Gaussian approximation (close to the truth
     in the Gaussian limit, i.e. large scaled clip and variance, not a guarantee).
     """
+    from scipy import special  # here, not at import: a node that only encodes needs no scipy
     a, q, eps_l, alpha, lf, log_binom = _subsampling_grid(orders, sampling_rate, base_rdp)
     if q == 0:
         return np.zeros(a.shape)
@@ -243,6 +244,7 @@ def wor_subsampled_rdp(orders: Sequence[int] | np.ndarray, sampling_rate: float,
     mechanisms here: at sensitivity 2·Δ2). Valid for integer orders >= 2 and every mechanism
     (it takes ε(∞) = ∞). q = 1 gives the unsampled curve; q = 0, zero.
     """
+    from scipy import special  # here, not at import: a node that only encodes needs no scipy
     a, q, eps_l, alpha, lf, log_binom = _subsampling_grid(orders, sampling_rate, base_rdp)
     if q == 0:
         return np.zeros(a.shape)

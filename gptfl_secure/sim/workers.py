@@ -32,7 +32,7 @@ from torch import nn
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..pipeline.codecs import CodecRound
-from ..pipeline.rounds import plain_local_training, train_client
+from ..pipeline.client_training import plain_local_training, train_client
 
 # one worker process's run-wide state, set by _init_worker
 _parts: list[Dataset] = []

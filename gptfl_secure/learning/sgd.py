@@ -1,0 +1,55 @@
+"""SGD with momentum and weight decay, without ``torch.optim``.
+
+The first ``torch.optim`` optimizer a process builds imports ``torch._dynamo`` (about 1 s of CPU
+with torch 2.13, as much again as ``import torch``). A Flower node handles every message in a
+fresh process, so each local-training message would pay it on every node; the sim's worker
+processes and a fresh ``python -m gptfl_secure.sim`` would too. :class:`MomentumSgd` performs,
+tensor by tensor, the floating-point operations of ``torch.optim.SGD``'s single-tensor update
+(the path it takes for CPU tensors) with ``dampening=0`` and ``nesterov=False``, so on CPU its
+steps are bit-identical to ``torch.optim.SGD(params, lr, momentum, weight_decay=...)``
+(``tests/learning/test_sgd.py``). On CUDA, where ``torch.optim.SGD`` defaults to its multi-tensor
+kernels, the two agree to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+class MomentumSgd:
+    """``step()`` applies, for every parameter with a gradient g::
+
+        g <- g + weight_decay * p                      (if weight_decay != 0)
+        b <- g on the first step, else momentum * b + g (if momentum != 0; then g <- b)
+        p <- p - lr * g
+
+    ``zero_grad()`` sets every gradient to None (``torch.optim``'s ``set_to_none=True``)."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(param, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buf = self._buffers[i]
+                if buf is None:
+                    buf = self._buffers[i] = grad.detach().clone()
+                else:
+                    buf.mul_(self.momentum).add_(grad, alpha=1)
+                grad = buf
+            param.add_(grad, alpha=-self.lr)
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
