@@ -29,3 +29,20 @@ def load(run_config: Mapping[str, Any]):
     limit_threads(config.threads)
     setup = prepare_data(config)
     return config, setup, new_model(config, setup.train)
+
+
+def load_partition(run_config: Mapping[str, Any], node_config: Mapping[str, Any], pid: int):
+    """(config, partition ``pid``, model) for a node's ``fit``: the partition from the node's
+    ``.npy`` cache, built from the data set (:func:`load`) the first time."""
+    from gptfl_secure.flower import partitions
+    from gptfl_secure.pipeline.client_training import limit_threads, new_model
+
+    config = sim_config(run_config)
+    root, key = partitions.cache_root(node_config), partitions.cache_key(run_config, pid)
+    data = partitions.load(root, key)
+    if data is None:
+        _, setup, _ = load(run_config)
+        data = setup.parts[pid]
+        partitions.store(root, key, data)
+    limit_threads(config.threads)
+    return config, data, new_model(config, data)
