@@ -8,7 +8,19 @@ training seed ``(seed, round, client)`` (:func:`~gptfl_secure.pipeline.rounds.tr
 the scratch model's floating-point state is overwritten first, the optimizer is fresh, and torch
 and numpy are seeded from the client's seed. Each worker runs torch and BLAS with the run's
 ``--threads``, as the run's own process does, so on CPU the updates, and therefore the round, are
-bit-identical to training the clients one after another in one process.
+bit-identical to training the clients one after another in one process (at another thread count
+they are not: a process at 2 threads trains different floats from a worker at 1).
+
+The scratch model reaches the workers as pickled bytes, and each worker loads its own copy. It
+once went as a module in the pool's initializer arguments, and spawned or forkserver workers
+that ran concurrently then gave wrong, non-reproducible updates (about half of them, off by up to
+0.14 in a coordinate: not rounding). multiprocessing pickles those arguments with its
+``ForkingPickler``, for which torch registers reductions (``torch.multiprocessing``) that move a
+CPU tensor's storage into shared memory in place and send a handle to it: the parent and every
+worker mapped one set of weights, and concurrent workers trained it at the same time. Forked
+workers inherit the arguments without pickling, so each had a private copy. Bytes also keep a
+large model out of ``/dev/shm``, which is small in containers. Everything else a worker receives
+or returns (partitions, global vector, Δ) is numpy, which is copied.
 
 Workers ignore SIGINT (a terminal's Ctrl-C goes to the whole process group): the run's process
 receives the KeyboardInterrupt and :meth:`ClientPool.close` ends the workers, so no worker prints
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import pickle
 import signal
 import sys
 from collections.abc import Sequence
@@ -43,19 +56,19 @@ _local: LocalTrainingConfig | None = None
 def _context(device: str) -> multiprocessing.context.BaseContext:
     """fork on CPU where the OS has it; spawn otherwise (a forked child cannot use CUDA).
 
-    Measured on a 2-core Linux VM with torch 2.13 (oneDNN, MKL): clients trained in *spawned*
-    or *forkserver* children that ran concurrently were not bit-identical to the same clients
-    trained in one process (about half the updates differed, non-deterministically), while
-    forked children, which inherit the run's already initialised torch, matched in every
-    trial. The equality test in tests/sim/test_workers.py guards it.
+    Every start method gives the same updates (tests/sim/test_workers.py trains through each):
+    the workers' models are private (:func:`_init_worker`). fork stays the CPU default only for
+    its start-up: measured on a 2-core VM, a pool of 2 forked workers was ready and had trained
+    8 small_cnn clients in 0.2 s, 2 spawned ones in 4.6 s (each spawned child imports torch and
+    this package again), once per run.
     """
     if device == "cpu" and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
-def _init_worker(parts: list[Dataset], model: nn.Module, local: LocalTrainingConfig,
-                 device: str, threads: int) -> None:
+def _init_worker(parts: list[Dataset], model: bytes, local: LocalTrainingConfig, device: str,
+                 threads: int) -> None:
     global _parts, _model, _local
     # the parent handles Ctrl-C and SIGTERM (and shuts the pool down): a worker ignores SIGINT
     # and ends quietly on SIGTERM, whatever handlers it inherited from a forked parent
@@ -66,7 +79,7 @@ def _init_worker(parts: list[Dataset], model: nn.Module, local: LocalTrainingCon
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
-    _parts, _model, _local = parts, model.to(device), local
+    _parts, _model, _local = parts, pickle.loads(model).to(device), local
 
 
 def _end_with_parent() -> None:
@@ -86,17 +99,25 @@ def _train(global_vector: np.ndarray, at: CodecRound) -> np.ndarray:
 
 class ClientPool:
     """``workers`` processes that train clients with :func:`~gptfl_secure.pipeline.rounds.
-    plain_local_training` on ``device``. Use as a context manager or call :meth:`close`."""
+    plain_local_training` on ``device``. Use as a context manager or call :meth:`close`.
+    ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: :func:`_context`)."""
 
     def __init__(self, parts: list[Dataset], model: nn.Module, local: LocalTrainingConfig,
-                 workers: int, *, device: str | torch.device = "cpu", threads: int = 1) -> None:
+                 workers: int, *, device: str | torch.device = "cpu", threads: int = 1,
+                 start_method: str | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
         self.workers = workers
         self._sizes = [len(part) for part in parts]
+        # the scratch model goes as bytes, not as a module: multiprocessing pickles initargs
+        # with torch's reductions, which move a CPU tensor into shared memory that the parent
+        # and every spawned or forkserver worker then map, so concurrent workers would train
+        # one set of weights (module docstring)
+        blob = pickle.dumps(copy.deepcopy(model).cpu())
         self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=_context(str(device)), initializer=_init_worker,
-            initargs=(parts, copy.deepcopy(model).cpu(), local, str(device), threads))
+            max_workers=workers, mp_context=multiprocessing.get_context(
+                start_method or _context(str(device)).get_start_method()),
+            initializer=_init_worker, initargs=(parts, blob, local, str(device), threads))
 
     def train(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
               ) -> dict[int, np.ndarray]:

@@ -3,6 +3,7 @@
 --device is resolved (and refused when no GPU is there) before any work."""
 
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -40,7 +41,26 @@ def test_two_workers_give_the_same_metrics_as_one(tmp_path):
     assert np.array_equal(one, two)
 
 
-def test_pool_updates_equal_sequential_updates():
+@pytest.fixture
+def one_thread():
+    """torch and BLAS on one thread in this process, as in the pool's workers (threads=1): at
+    another thread count the same client trains to different floats."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_pool_updates_equal_sequential_updates(one_thread, start_method):
+    """8 clients on 2 workers, so the workers train concurrently. Spawned (and forkserver)
+    workers once shared one scratch model through shared memory (workers.py's docstring) and
+    then gave wrong updates in every trial; forked ones have a private copy."""
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {start_method} on this OS")
     config = SimConfig(clients=8, cohort=4, init="random", local_epochs=1)
     setup = prepare_data(config)
     model = new_model(config, setup.train)
@@ -48,10 +68,10 @@ def test_pool_updates_equal_sequential_updates():
     start = np.random.default_rng(1).normal(0, 0.05, sum(p.numel() for p in
                                                          model.state_dict().values()))
     start = start.astype(np.float32)
-    clients = [CodecRound(config.seed, 3, c) for c in range(6)]
+    clients = [CodecRound(config.seed, 3, c) for c in range(8)]
     sequential = {at.client: train_client(plain_local_training, model, start,
                                           setup.parts[at.client], local, at) for at in clients}
-    with ClientPool(setup.parts, model, local, 2) as pool:
+    with ClientPool(setup.parts, model, local, 2, start_method=start_method) as pool:
         parallel = pool.train(start, clients)
     assert parallel.keys() == sequential.keys()
     for cid, delta in sequential.items():
