@@ -70,12 +70,13 @@ _test: Dataset | None = None
 
 EVAL_IN_POOL_FROM = 2 * EVAL_BATCH
 """The smallest test split that :class:`ClientPool` evaluates in shards: two forward passes,
-so that there are two shards. Measured on the 2-core VM (2 workers, 1 thread each; shard counts
-summed, equal to one process in every case): convnet on the bench's 28x28 folder, 1,999 test
-examples, 3.9 s of CPU in one process against 2.06 s and 1.96 s in the two shards (about 1.9x
-once each has a core); on all 10,000 examples, 20.1 s of wall time against 10.0 s. small_cnn on
-the 8x8 digits' 359 test examples takes 5 ms, one pass, which cannot be split without changing
-its floats. Sharding costs the run's process about 1 ms a round (0.6 to 2.8 ms of CPU measured)."""
+so that there are two shards. Measured on the 2-core VM, 2 workers with 1 thread each, the
+summed counts equal to one process every time: convnet on the training bench's 28x28 folder,
+1,999 test examples, 3.90 s in one process and 1.94 s in the pool; on all 10,000 examples
+(under load from other work) 20.1 s and 10.0 s; small_cnn on 1,077 8x8 digits (the 359-example
+test split three times) 35 ms and 18 ms. The digits' own 359 test examples take 5 ms in one
+pass, which cannot be split without changing its floats: in the pool, as one shard, it took
+about 1 ms longer. The run's process spends about 1 ms of CPU a round on the shards."""
 
 
 def _context(device: str) -> multiprocessing.context.BaseContext:
