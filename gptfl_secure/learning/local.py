@@ -125,16 +125,40 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:
+EVAL_BATCH = 512
+"""Examples per forward pass of :func:`evaluate` and :func:`count_correct`."""
+
+
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy of ``model`` on ``data``."""
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty data set")
+    return count_correct(model, data, batch_size=batch_size) / len(data)
+
+
+@torch.no_grad()
+def count_correct(model: nn.Module, data: Dataset, start: int = 0, stop: int | None = None,
+                  batch_size: int = EVAL_BATCH) -> int:
+    """How many of ``data[start:stop]`` ``model`` classifies right, in forward passes of
+    ``batch_size`` examples from ``start``. A shard that starts at a multiple of ``batch_size``
+    makes the same passes, hence the same logits, as the whole set does, so the counts of
+    shards cut there (:func:`eval_shards`) add up to the whole set's count exactly."""
+    stop = len(data) if stop is None else stop
     model.eval()
     device = model_device(model)
     correct = 0
-    for start in range(0, len(data), batch_size):
-        xb = torch.from_numpy(data.x[start:start + batch_size]).to(device)
+    for begin in range(start, stop, batch_size):
+        end = min(begin + batch_size, stop)
+        xb = torch.from_numpy(data.x[begin:end]).to(device)
         pred = model(xb).argmax(dim=1).cpu().numpy()
-        correct += int((pred == data.y[start:start + batch_size]).sum())
-    return correct / len(data)
+        correct += int((pred == data.y[begin:end]).sum())
+    return correct
+
+
+def eval_shards(n: int, shards: int, batch_size: int = EVAL_BATCH) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges that cover ``range(n)`` in at most ``shards`` pieces of whole
+    forward passes of ``batch_size`` (the last pass may be short), as even as the passes allow."""
+    passes = -(-n // batch_size)
+    shards = max(1, min(shards, passes))
+    bounds = [min(n, (i * passes // shards) * batch_size) for i in range(shards + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if a < b]

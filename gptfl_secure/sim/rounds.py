@@ -4,7 +4,8 @@ process and an in-process aggregator (:mod:`gptfl_secure.pipeline.aggregation`).
 
 plan (cohort, simulated dropouts) → every surviving client trains (one after another here, or
 concurrently in a :class:`~.workers.ClientPool`: the same updates either way) → each encodes its
-update → aggregate with the round's dropouts → close (decode, server step, evaluate).
+update → aggregate with the round's dropouts → close (decode, server step, evaluate: in the
+pool's workers, in shards, when the test split is large enough, the same accuracy either way).
 """
 
 from __future__ import annotations
@@ -55,9 +56,14 @@ class RoundContext:
     seed: int
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
     canaries: CanaryInsertion | None = None  # --dp-audit-canaries
-    pool: ClientPool | None = None  # trains with plain_local_training in worker processes
+    pool: ClientPool | None = None  # trains (plain_local_training) and evaluates in workers
 
     def evaluate(self, vector: np.ndarray) -> float:
+        """Test accuracy of ``vector``: in the pool's workers, in shards, when the pool
+        evaluates (a test split of at least :data:`~.workers.EVAL_IN_POOL_FROM` examples), else
+        with ``global_model`` here; the same float either way."""
+        if self.pool is not None and self.pool.evaluates:
+            return self.pool.accuracy(vector)
         return pipeline_rounds.accuracy(self.global_model, self.test, vector)
 
     def train_clients(self, global_vector: np.ndarray, clients: Sequence[CodecRound]

@@ -70,7 +70,7 @@ def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundCont
         cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
         train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training,
         pool=ClientPool(setup.parts, scratch, local, workers, device=device,
-                        threads=config.threads) if workers > 1 else None)
+                        threads=config.threads, test=setup.test) if workers > 1 else None)
 
 
 def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: bool = True,

@@ -1,13 +1,24 @@
 """Parallel clients and the device option: a run with --workers 2 gives the same metrics.json as
---workers 1 (bit for bit), the pool closes on an interrupt without leaving processes, and
---device is resolved (and refused when no GPU is there) before any work."""
+--workers 1 (bit for bit), forked and spawned workers train the updates of one process, the
+pool's sharded evaluation gives the in-process accuracy exactly, the pool closes on an interrupt
+without leaving processes, and --device is resolved (and refused when no GPU is there) before
+any work."""
 
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
 import torch
 
+from gptfl_secure.learning.data import Dataset
+from gptfl_secure.learning.local import (
+    count_correct,
+    eval_shards,
+    evaluate,
+    model_to_vector,
+    vector_to_model,
+)
 from gptfl_secure.pipeline.codecs import CodecRound
 from gptfl_secure.pipeline.config import ConfigError, SimConfig
 from gptfl_secure.pipeline.rounds import plain_local_training, train_client
@@ -19,7 +30,7 @@ from gptfl_secure.pipeline.setup import (
     run_workers,
 )
 from gptfl_secure.sim.cli import main
-from gptfl_secure.sim.workers import ClientPool
+from gptfl_secure.sim.workers import EVAL_IN_POOL_FROM, ClientPool
 
 SMALL = ["--clients", "12", "--cohort", "4", "--rounds", "2", "--local-epochs", "1",
          "--init", "random", "--no-progress"]
@@ -40,7 +51,26 @@ def test_two_workers_give_the_same_metrics_as_one(tmp_path):
     assert np.array_equal(one, two)
 
 
-def test_pool_updates_equal_sequential_updates():
+@pytest.fixture
+def one_thread():
+    """torch and BLAS on one thread in this process, as in the pool's workers (threads=1): at
+    another thread count the same client trains to different floats."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_pool_updates_equal_sequential_updates(one_thread, start_method):
+    """8 clients on 2 workers, so the workers train concurrently. Spawned (and forkserver)
+    workers once shared one scratch model through shared memory (workers.py's docstring) and
+    then gave wrong updates in every trial; forked ones have a private copy."""
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {start_method} on this OS")
     config = SimConfig(clients=8, cohort=4, init="random", local_epochs=1)
     setup = prepare_data(config)
     model = new_model(config, setup.train)
@@ -48,14 +78,70 @@ def test_pool_updates_equal_sequential_updates():
     start = np.random.default_rng(1).normal(0, 0.05, sum(p.numel() for p in
                                                          model.state_dict().values()))
     start = start.astype(np.float32)
-    clients = [CodecRound(config.seed, 3, c) for c in range(6)]
+    clients = [CodecRound(config.seed, 3, c) for c in range(8)]
     sequential = {at.client: train_client(plain_local_training, model, start,
                                           setup.parts[at.client], local, at) for at in clients}
-    with ClientPool(setup.parts, model, local, 2) as pool:
+    with ClientPool(setup.parts, model, local, 2, start_method=start_method) as pool:
         parallel = pool.train(start, clients)
     assert parallel.keys() == sequential.keys()
     for cid, delta in sequential.items():
         assert np.array_equal(parallel[cid], delta), cid
+
+
+def test_shard_counts_add_up_to_the_whole_sets(one_thread):
+    config = SimConfig(init="random")
+    setup = prepare_data(config)
+    data = Dataset(np.concatenate([setup.train.x, setup.test.x]),
+                   np.concatenate([setup.train.y, setup.test.y]), setup.test.label_names)
+    model = new_model(config, data)
+    whole = count_correct(model, data, batch_size=100)
+    assert whole == round(evaluate(model, data, batch_size=100) * len(data))
+    for shards in (1, 2, 3, 7, 50):
+        cuts = eval_shards(len(data), shards, batch_size=100)
+        assert cuts[0][0] == 0 and cuts[-1][1] == len(data)
+        assert all(a % 100 == 0 and a < b for a, b in cuts)
+        assert all(b == c for (_, b), (c, _) in zip(cuts, cuts[1:], strict=False))
+        assert len(cuts) == min(shards, 18)  # 1,797 examples: 18 passes of 100
+        assert sum(count_correct(model, data, a, b, batch_size=100) for a, b in cuts) == whole
+
+
+def test_pool_accuracy_equals_one_process(one_thread):
+    """All 1,797 digits as the test split (4 passes of 512, 2 shards): the pool's accuracy is
+    the in-process one exactly; a split below EVAL_IN_POOL_FROM is not sent to the workers."""
+    config = SimConfig(clients=8, cohort=4, init="random")
+    setup = prepare_data(config)
+    test = Dataset(np.concatenate([setup.train.x, setup.test.x]),
+                   np.concatenate([setup.train.y, setup.test.y]), setup.test.label_names)
+    model = new_model(config, setup.train)
+    vector = model_to_vector(model)
+    start = vector + np.random.default_rng(2).normal(0, 0.05, len(vector)).astype(np.float32)
+    local = local_training(config)
+    with ClientPool(setup.parts, model, local, 2, test=test) as pool:
+        assert pool.evaluates
+        # a trained model, so that the accuracy is not that of an untrained one
+        trained = start + pool.train(start, [CodecRound(config.seed, 1, 0)])[0]
+        for v in (start, trained):
+            vector_to_model(model, v)
+            assert pool.accuracy(v) == evaluate(model, test)
+    assert 0.15 < evaluate(model, test)
+    with ClientPool(setup.parts, model, local, 2, test=setup.test) as pool:
+        assert len(setup.test) < EVAL_IN_POOL_FROM and not pool.evaluates
+        with pytest.raises(RuntimeError, match="does not evaluate"):
+            pool.accuracy(start)
+
+
+def test_a_run_evaluating_in_the_pool_gives_the_metrics_of_one_worker(tmp_path, monkeypatch):
+    """--test-fraction 0.6: 1,079 test examples, so the 2-worker run evaluates in its pool."""
+    calls = []
+    accuracy = ClientPool.accuracy
+    monkeypatch.setattr(ClientPool, "accuracy",
+                        lambda self, v: calls.append(1) or accuracy(self, v))
+    args = SMALL + ["--test-fraction", "0.6"]
+    assert main(args + ["--workers", "1", "--out", str(tmp_path / "one")]) == 0
+    assert not calls
+    assert main(args + ["--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    assert len(calls) == 2  # one evaluation a round
+    assert _accuracies(tmp_path / "one") == _accuracies(tmp_path / "two")
 
 
 def test_interrupt_ends_the_pool_at_once():
