@@ -59,8 +59,8 @@ from ..learning.local import (
     eval_shards,
     vector_to_model,
 )
-from ..pipeline.codecs import CodecRound
 from ..pipeline.client_training import plain_local_training, train_client
+from ..pipeline.codecs import CodecRound
 
 # one worker process's run-wide state, set by _init_worker
 _parts: list[Dataset] = []
