@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..learning.batched import train_batched
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..pipeline.codecs import CodecRound
 from ..pipeline.rounds import plain_local_training, train_client
+from ..pipeline.seeds import training_seed
 
 # one worker process's run-wide state, set by _init_worker
 _parts: list[Dataset] = []
@@ -84,15 +86,39 @@ def _train(global_vector: np.ndarray, at: CodecRound) -> np.ndarray:
                         at)
 
 
+def _train_group(global_vector: np.ndarray, group: Sequence[CodecRound]) -> list[np.ndarray]:
+    return train_batched(_model, global_vector, [_parts[at.client] for at in group], _local,
+                         [training_seed(at.seed, at.round, at.client) for at in group])
+
+
+def batch_groups(clients: Sequence[CodecRound], sizes: Sequence[int], groups: int
+                 ) -> list[list[CodecRound]]:
+    """``clients`` dealt into at most ``groups`` batches of similar cost for
+    :func:`~gptfl_secure.learning.batched.train_batched`: a batch lasts as many steps as its
+    largest client, so the clients, largest first, are dealt like cards in a snake order (0, 1,
+    ..., g-1, g-1, ..., 0, 0, 1, ...). A function of the cohort, the sizes and ``groups`` only."""
+    order = sorted(clients, key=lambda at: (-sizes[at.client], at.client))
+    groups = max(1, min(groups, len(order)))
+    dealt: list[list[CodecRound]] = [[] for _ in range(groups)]
+    for i, at in enumerate(order):
+        lap, pos = divmod(i, groups)
+        dealt[pos if lap % 2 == 0 else groups - 1 - pos].append(at)
+    return [group for group in dealt if group]
+
+
 class ClientPool:
     """``workers`` processes that train clients with :func:`~gptfl_secure.pipeline.rounds.
-    plain_local_training` on ``device``. Use as a context manager or call :meth:`close`."""
+    plain_local_training` on ``device``, or with ``batched``, each worker a share of the round's
+    clients as one batch (:func:`~gptfl_secure.learning.batched.train_batched`, the shares from
+    :func:`batch_groups`). Use as a context manager or call :meth:`close`."""
 
     def __init__(self, parts: list[Dataset], model: nn.Module, local: LocalTrainingConfig,
-                 workers: int, *, device: str | torch.device = "cpu", threads: int = 1) -> None:
+                 workers: int, *, device: str | torch.device = "cpu", threads: int = 1,
+                 batched: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
         self.workers = workers
+        self.batched = batched
         self._sizes = [len(part) for part in parts]
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=_context(str(device)), initializer=_init_worker,
@@ -105,6 +131,8 @@ class ClientPool:
         if self._executor is None:
             raise RuntimeError("this ClientPool is closed")
         vector = np.ascontiguousarray(global_vector, dtype=np.float32)
+        if self.batched:
+            return self._train_batched(vector, clients)
         # largest client first (LPT): under label skew the client sizes differ widely, and the
         # round lasts until its last client ends. Each client's update depends only on its own
         # (seed, round, client), so the order changes no result
@@ -116,6 +144,18 @@ class ClientPool:
         except BaseException:
             self.close()
             raise
+
+    def _train_batched(self, vector: np.ndarray, clients: Sequence[CodecRound]
+                       ) -> dict[int, np.ndarray]:
+        groups = batch_groups(clients, self._sizes, self.workers)
+        try:
+            futures = [self._executor.submit(_train_group, vector, group) for group in groups]
+            deltas = {at.client: delta for group, future in zip(groups, futures, strict=True)
+                      for at, delta in zip(group, future.result(), strict=True)}
+        except BaseException:
+            self.close()
+            raise
+        return {at.client: deltas[at.client] for at in clients}
 
     def close(self) -> None:
         """End the workers now (idempotent): queued clients are cancelled and running ones are
