@@ -12,11 +12,15 @@ Contract of :func:`train_batched` (against :func:`~.local.train_locally`, client
   stacked (grouped) convolution, padded to the round's batch size, so sums are taken in another
   order; tests/learning/test_batched.py bounds the difference;
 * deterministic: the same inputs give the same bits, run after run (at a fixed thread count);
+* a client's Δ does not depend on the other clients trained in the same call (measured and
+  pinned by the tests, see ``_COMPANY``), so a round's clients give the same bits however they
+  are split into batches (one batch in one process, or one per worker of a pool);
 * ``model`` is only read (for its structure and buffers): its state is left as it was.
 
 Ragged clients: client k takes T_k = epochs·ceil(n_k / batch_size) steps. The clients are sorted
 by T_k (largest first) and step t updates only the first K_t clients (those with T_k > t): a
-finished client's parameters and momentum are not touched again, and it costs no computation.
+finished client's parameters and momentum are not touched again, and it costs no computation
+(except as the company of a client that trains on alone: ``_COMPANY``).
 A client's short last batch of an epoch is padded to ``batch_size`` with copies of one of its
 examples whose per-example loss is multiplied by 0, so the mean is over its real examples.
 
@@ -40,6 +44,15 @@ from torch.func import functional_call, vmap
 
 from .data import Dataset
 from .local import LocalTrainingConfig, float_state_keys, model_device, model_to_vector
+
+_COMPANY = 2
+"""Every step computes at least this many clients. Measured (torch 2.13, oneDNN, x86): a vmap
+over one client rounds differently from the same client among others (another kernel path),
+while with 2 or more a client's result did not depend on which others were stacked with it. So a
+client that trains on alone, after the others of its batch finished, keeps a finished client
+(its batch empty, its update discarded) as company, and a batch of one client trains it twice:
+then a client's Δ does not depend on the rest of its batch, which makes a round the same however
+its clients are split into batches (tests/learning/test_batched.py pins it)."""
 
 USE_POOL = "train these clients with train_locally (one by one or in the process pool) instead"
 
@@ -154,6 +167,9 @@ def train_batched(model: nn.Module, global_vector: np.ndarray, data: Sequence[Da
     if flat.numel() != expected:
         raise ValueError(f"vector has {flat.numel()} entries; the model has {expected}")
 
+    solo = len(data) == 1
+    if solo:  # a batch of one client rounds differently (see _COMPANY): train it twice
+        data, seeds = [data[0], data[0]], [seeds[0], seeds[0]]
     sizes = [len(d) for d in data]
     # largest first: at step t the clients still training are a prefix of the stack
     order = sorted(range(len(data)), key=lambda k: -client_steps(sizes[k], config))
@@ -185,18 +201,19 @@ def train_batched(model: nn.Module, global_vector: np.ndarray, data: Sequence[Da
     try:
         for t in range(steps[0]):
             kt = int(active[t])  # clients 0 .. kt-1 still have a batch at step t
-            idx, wb = index[:kt, t], weight[:kt, t]
-            live = {k: v[:kt].detach().requires_grad_() for k, v in params.items()}
-            logits = batched_forward(live, x[idx])  # (kt, batch_size, classes)
+            kc = max(kt, _COMPANY)  # computed: kt, or a finished client's empty batch as company
+            idx, wb = index[:kc, t], weight[:kc, t]
+            live = {k: v[:kc].detach().requires_grad_() for k, v in params.items()}
+            logits = batched_forward(live, x[idx])  # (kc, batch_size, classes)
             per_example = nn.functional.cross_entropy(logits.flatten(0, 1), y[idx].flatten(),
-                                                      reduction="none").view(kt, -1)
+                                                      reduction="none").view(kc, -1)
             # client k's mean loss depends only on client k's parameters: the gradient of the
-            # sum is each client's own gradient
-            loss = ((per_example * wb).sum(1) / wb.sum(1)).sum()
+            # sum is each client's own gradient (0 for a finished client's empty batch)
+            loss = ((per_example * wb).sum(1) / wb.sum(1).clamp(min=1)).sum()
             grads = torch.autograd.grad(loss, list(live.values()))
             with torch.no_grad():
                 for k, g in zip(live, grads, strict=True):  # torch.optim.SGD's update
-                    p = params[k][:kt]
+                    p, g = params[k][:kt], g[:kt]
                     if config.weight_decay != 0:
                         g = g.add(p, alpha=config.weight_decay)
                     if config.momentum != 0:
@@ -213,4 +230,4 @@ def train_batched(model: nn.Module, global_vector: np.ndarray, data: Sequence[Da
     deltas: list[np.ndarray] = [np.empty(0, np.float32)] * clients
     for row, k in enumerate(order):
         deltas[k] = stacked[row] - start_vector
-    return deltas
+    return deltas[:1] if solo else deltas

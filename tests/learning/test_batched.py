@@ -146,3 +146,21 @@ def test_empty_client_and_seed_count_are_value_errors():
     with pytest.raises(ValueError, match="seeds"):
         train_batched(model, model_to_vector(model), _clients([3]), LocalTrainingConfig(), [])
     assert train_batched(model, model_to_vector(model), [], LocalTrainingConfig(), []) == []
+
+
+@settings(max_examples=6)
+@given(split=st.lists(st.integers(0, 2), min_size=6, max_size=6), seed=st.integers(0, 1000))
+def test_a_clients_delta_does_not_depend_on_the_rest_of_its_batch(split, seed):
+    """The pool trains each worker's share of a round as one batch: the round must not depend
+    on the split (a client alone in a batch, or left alone at its end, included)."""
+    model, config = _model(), LocalTrainingConfig(epochs=2, batch_size=8)
+    parts = _clients([23, 1, 8, 40, 5, 17], seed)
+    seeds = [seed + k for k in range(6)]
+    start = model_to_vector(model)
+    whole = train_batched(model, start, parts, config, seeds)
+    for batch in range(3):
+        members = [k for k, b in enumerate(split) if b == batch]
+        deltas = train_batched(model, start, [parts[k] for k in members], config,
+                               [seeds[k] for k in members])
+        for k, delta in zip(members, deltas, strict=True):
+            assert np.array_equal(delta, whole[k]), (members, k)
