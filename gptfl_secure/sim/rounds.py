@@ -3,8 +3,9 @@
 process and an in-process aggregator (:mod:`gptfl_secure.pipeline.aggregation`).
 
 plan (cohort, simulated dropouts) → every surviving client trains (one after another here, or
-concurrently in a :class:`~.workers.ClientPool`: the same updates either way) → each encodes its
-update → aggregate with the round's dropouts → close (decode, server step, evaluate).
+concurrently in a :class:`~.workers.ClientPool`: the same updates either way; or, with
+``--client-batching vmap``, stacked into batches: the same updates up to float rounding) → each
+encodes its update → aggregate with the round's dropouts → close (decode, server step, evaluate).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from ..learning.batched import train_batched
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..learning.server_opt import ServerOptimizer
@@ -33,6 +35,7 @@ from ..pipeline.rounds import (
     train_client,
 )
 from ..pipeline.sampling import CohortSampling
+from ..pipeline.seeds import training_seed
 from ..pipeline.skips import doomed, skip_rule
 from ..protocols import SecAggAbort
 from ..protocols.config import Step, uploads_input
@@ -56,6 +59,7 @@ class RoundContext:
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
     canaries: CanaryInsertion | None = None  # --dp-audit-canaries
     pool: ClientPool | None = None  # trains with plain_local_training in worker processes
+    batched: bool = False  # without a pool: the clients as one vmap batch (--client-batching)
 
     def evaluate(self, vector: np.ndarray) -> float:
         return pipeline_rounds.accuracy(self.global_model, self.test, vector)
@@ -63,9 +67,16 @@ class RoundContext:
     def train_clients(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
                       ) -> dict[int, np.ndarray]:
         """``{client: Δ}`` for ``clients`` (each a client's codec context in the round): in the
-        pool when there is one, else one after another with ``train`` and the scratch model."""
+        pool when there is one (batched there when the pool is), else as one batch with
+        ``batched`` (:func:`~gptfl_secure.learning.batched.train_batched` on the scratch
+        model), else one after another with ``train`` and the scratch model."""
         if self.pool is not None:
             return self.pool.train(global_vector, clients)
+        if self.batched:
+            deltas = train_batched(self.scratch_model, global_vector,
+                                   [self.train_parts[at.client] for at in clients], self.local,
+                                   [training_seed(at.seed, at.round, at.client) for at in clients])
+            return {at.client: delta for at, delta in zip(clients, deltas, strict=True)}
         return {at.client: train_client(self.train, self.scratch_model, global_vector,
                                         self.train_parts[at.client], self.local, at)
                 for at in clients}

@@ -1,7 +1,10 @@
 """A round's clients trained concurrently: a persistent pool of worker processes, created once
 per run, each holding the run's client partitions, a scratch model and the local-training
 settings (sent once, by the pool's initializer), so a round costs only the global vector in and
-each client's update Δ out.
+each client's update Δ out. With ``batched``, each worker trains its share of the round as one
+vmap batch (:func:`~gptfl_secure.learning.batched.train_batched`); a client's Δ does not depend
+on the rest of its batch, so that round too is bit-identical to the same clients batched in one
+process.
 
 Every client's training is a pure function of the global vector, its partition and its
 training seed ``(seed, round, client)`` (:func:`~gptfl_secure.pipeline.rounds.train_client`):
@@ -147,7 +150,9 @@ class ClientPool:
 
     def _train_batched(self, vector: np.ndarray, clients: Sequence[CodecRound]
                        ) -> dict[int, np.ndarray]:
-        groups = batch_groups(clients, self._sizes, self.workers)
+        # batches of 2 clients or more (a batch of one trains its client twice: learning.
+        # batched._COMPANY); the split changes no result, only the time
+        groups = batch_groups(clients, self._sizes, min(self.workers, max(1, len(clients) // 2)))
         try:
             futures = [self._executor.submit(_train_group, vector, group) for group in groups]
             deltas = {at.client: delta for group, future in zip(groups, futures, strict=True)
