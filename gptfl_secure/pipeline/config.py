@@ -138,7 +138,7 @@ class RunConfig:
                         "or with --dp-sgd); results are bit-identical to --workers 1 on CPU",
                         ge=0, le=1024)
     client_batching: str = _opt(
-        "auto", "how the sim trains a round's clients: off (each on its own, one after another "
+        "off", "how the sim trains a round's clients: off (each on its own, one after another "
         "or in the --workers pool), vmap (stacked into one batched computation per worker with "
         "torch.func.vmap; equal to off up to float rounding, and bit-identical across --workers "
         "on CPU), auto (vmap for small_cnn of at most 100,000 parameters on the CPU without "

@@ -66,17 +66,22 @@ def test_a_vmap_batched_run_ends_close_to_the_unbatched_run(tmp_path):
 def test_client_batching_resolves_from_the_model_and_device():
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     small = 38_282
-    assert run_batching(SimConfig(), small, cpu) == "vmap"  # auto: small_cnn on the digits
-    assert run_batching(SimConfig(), small, gpu) == "off"  # not measured on a GPU
-    assert run_batching(SimConfig(), 524_000, cpu) == "off"  # small_cnn on 32x32 images
-    assert run_batching(SimConfig(model="convnet"), 298_506, cpu) == "off"
-    assert run_batching(SimConfig(prox_mu=0.1), small, cpu) == "off"
-    assert run_batching(SimConfig(dp_sgd=True), small, cpu) == "off"
-    assert run_batching(SimConfig(client_batching="off"), small, cpu) == "off"
+
+    def auto(**options):
+        return SimConfig(client_batching="auto", **options)
+
+    assert run_batching(SimConfig(), small, cpu) == "off"  # the default: off
+    assert run_batching(auto(), small, cpu) == "vmap"  # small_cnn on the digits
+    assert run_batching(auto(), small, gpu) == "off"  # not measured on a GPU
+    assert run_batching(auto(), 524_000, cpu) == "off"  # small_cnn on 32x32 images
+    assert run_batching(auto(model="convnet"), 298_506, cpu) == "off"
+    assert run_batching(auto(prox_mu=0.1), small, cpu) == "off"
+    assert run_batching(auto(dp_sgd=True), small, cpu) == "off"
     assert run_batching(SimConfig(client_batching="vmap", model="convnet"), 298_506,
                         gpu) == "vmap"
+    assert run_batching(SimConfig(client_batching="vmap", dp_sgd=True), small, cpu) == "off"
     for workers in (1, 2, 8):  # never the number of workers: results do not depend on it
-        assert run_batching(SimConfig(workers=workers), small, cpu) == "vmap"
+        assert run_batching(auto(workers=workers), small, cpu) == "vmap"
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -166,4 +171,8 @@ def test_cli_refuses_cuda_without_a_gpu(monkeypatch, capsys):
 def test_metrics_record_device_and_workers(tmp_path):
     assert main(SMALL + ["--rounds", "1", "--workers", "2", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["execution"] == {"device": "cpu", "workers": 2, "client_batching": "vmap"}
+    assert metrics["execution"] == {"device": "cpu", "workers": 2, "client_batching": "off"}
+    assert main(SMALL + ["--rounds", "1", "--client-batching", "auto", "--out",
+                         str(tmp_path / "auto")]) == 0
+    metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert metrics["execution"]["client_batching"] == "vmap"  # small_cnn on the digits
