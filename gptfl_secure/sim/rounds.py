@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from ..learning.batched import train_batched
+from ..learning.batched import train_in_batches
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..learning.server_opt import ServerOptimizer
@@ -59,7 +59,7 @@ class RoundContext:
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
     canaries: CanaryInsertion | None = None  # --dp-audit-canaries
     pool: ClientPool | None = None  # trains with plain_local_training in worker processes
-    batched: bool = False  # without a pool: the clients as one vmap batch (--client-batching)
+    batched: bool = False  # without a pool: the clients in vmap batches (--client-batching)
 
     def evaluate(self, vector: np.ndarray) -> float:
         return pipeline_rounds.accuracy(self.global_model, self.test, vector)
@@ -67,15 +67,16 @@ class RoundContext:
     def train_clients(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
                       ) -> dict[int, np.ndarray]:
         """``{client: Δ}`` for ``clients`` (each a client's codec context in the round): in the
-        pool when there is one (batched there when the pool is), else as one batch with
-        ``batched`` (:func:`~gptfl_secure.learning.batched.train_batched` on the scratch
-        model), else one after another with ``train`` and the scratch model."""
+        pool when there is one (batched there when the pool is), else with ``batched`` in the
+        same batches one after another (:func:`~gptfl_secure.learning.batched.
+        train_in_batches` on the scratch model), else one after another with ``train`` and the
+        scratch model."""
         if self.pool is not None:
             return self.pool.train(global_vector, clients)
         if self.batched:
-            deltas = train_batched(self.scratch_model, global_vector,
-                                   [self.train_parts[at.client] for at in clients], self.local,
-                                   [training_seed(at.seed, at.round, at.client) for at in clients])
+            deltas = train_in_batches(
+                self.scratch_model, global_vector, [self.train_parts[at.client] for at in clients],
+                self.local, [training_seed(at.seed, at.round, at.client) for at in clients])
             return {at.client: delta for at, delta in zip(clients, deltas, strict=True)}
         return {at.client: train_client(self.train, self.scratch_model, global_vector,
                                         self.train_parts[at.client], self.local, at)

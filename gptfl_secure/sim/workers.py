@@ -1,10 +1,10 @@
 """A round's clients trained concurrently: a persistent pool of worker processes, created once
 per run, each holding the run's client partitions, a scratch model and the local-training
 settings (sent once, by the pool's initializer), so a round costs only the global vector in and
-each client's update Δ out. With ``batched``, each worker trains its share of the round as one
-vmap batch (:func:`~gptfl_secure.learning.batched.train_batched`); a client's Δ does not depend
-on the rest of its batch, so that round too is bit-identical to the same clients batched in one
-process.
+each client's update Δ out. With ``batched``, a task is a batch of clients trained as one vmap
+computation (:func:`~gptfl_secure.learning.batched.train_batched`); the batches are a function
+of the round's cohort only (:func:`~gptfl_secure.learning.batched.split_batches`), so that round
+too is bit-identical to the same batches trained one after another in one process.
 
 Every client's training is a pure function of the global vector, its partition and its
 training seed ``(seed, round, client)`` (:func:`~gptfl_secure.pipeline.rounds.train_client`):
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..learning.batched import train_batched
+from ..learning.batched import CLIENTS_PER_BATCH, split_batches, train_batched
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..pipeline.codecs import CodecRound
@@ -94,34 +94,21 @@ def _train_group(global_vector: np.ndarray, group: Sequence[CodecRound]) -> list
                          [training_seed(at.seed, at.round, at.client) for at in group])
 
 
-def batch_groups(clients: Sequence[CodecRound], sizes: Sequence[int], groups: int
-                 ) -> list[list[CodecRound]]:
-    """``clients`` dealt into at most ``groups`` batches of similar cost for
-    :func:`~gptfl_secure.learning.batched.train_batched`: a batch lasts as many steps as its
-    largest client, so the clients, largest first, are dealt like cards in a snake order (0, 1,
-    ..., g-1, g-1, ..., 0, 0, 1, ...). A function of the cohort, the sizes and ``groups`` only."""
-    order = sorted(clients, key=lambda at: (-sizes[at.client], at.client))
-    groups = max(1, min(groups, len(order)))
-    dealt: list[list[CodecRound]] = [[] for _ in range(groups)]
-    for i, at in enumerate(order):
-        lap, pos = divmod(i, groups)
-        dealt[pos if lap % 2 == 0 else groups - 1 - pos].append(at)
-    return [group for group in dealt if group]
-
-
 class ClientPool:
     """``workers`` processes that train clients with :func:`~gptfl_secure.pipeline.rounds.
-    plain_local_training` on ``device``, or with ``batched``, each worker a share of the round's
-    clients as one batch (:func:`~gptfl_secure.learning.batched.train_batched`, the shares from
-    :func:`batch_groups`). Use as a context manager or call :meth:`close`."""
+    plain_local_training` on ``device``, or with ``batched``, the round's clients in batches of
+    at most ``per_batch`` (:func:`~gptfl_secure.learning.batched.split_batches`), each batch a
+    task (:func:`~gptfl_secure.learning.batched.train_batched`). Use as a context manager or
+    call :meth:`close`."""
 
     def __init__(self, parts: list[Dataset], model: nn.Module, local: LocalTrainingConfig,
                  workers: int, *, device: str | torch.device = "cpu", threads: int = 1,
-                 batched: bool = False) -> None:
+                 batched: bool = False, per_batch: int = CLIENTS_PER_BATCH) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
         self.workers = workers
         self.batched = batched
+        self.per_batch = per_batch
         self._sizes = [len(part) for part in parts]
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=_context(str(device)), initializer=_init_worker,
@@ -150,10 +137,9 @@ class ClientPool:
 
     def _train_batched(self, vector: np.ndarray, clients: Sequence[CodecRound]
                        ) -> dict[int, np.ndarray]:
-        # batches of 2 clients or more (a batch of one trains its client twice: learning.
-        # batched._COMPANY); the split changes no result, only the time
-        groups = batch_groups(clients, self._sizes, min(self.workers, max(1, len(clients) // 2)))
-        try:
+        groups = [[clients[k] for k in batch] for batch in
+                  split_batches([self._sizes[at.client] for at in clients], self.per_batch)]
+        try:  # largest batch first (LPT): each batch is an independent task
             futures = [self._executor.submit(_train_group, vector, group) for group in groups]
             deltas = {at.client: delta for group, future in zip(groups, futures, strict=True)
                       for at, delta in zip(group, future.result(), strict=True)}

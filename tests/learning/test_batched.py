@@ -22,7 +22,9 @@ from gptfl_secure.learning.batched import (
     BatchingUnsupported,
     batch_plan,
     probe,
+    split_batches,
     train_batched,
+    train_in_batches,
 )
 from gptfl_secure.learning.data import Dataset, load_digits_split
 from gptfl_secure.learning.local import LocalTrainingConfig, model_to_vector, train_locally
@@ -148,19 +150,26 @@ def test_empty_client_and_seed_count_are_value_errors():
     assert train_batched(model, model_to_vector(model), [], LocalTrainingConfig(), []) == []
 
 
-@settings(max_examples=6)
-@given(split=st.lists(st.integers(0, 2), min_size=6, max_size=6), seed=st.integers(0, 1000))
-def test_a_clients_delta_does_not_depend_on_the_rest_of_its_batch(split, seed):
-    """The pool trains each worker's share of a round as one batch: the round must not depend
-    on the split (a client alone in a batch, or left alone at its end, included)."""
-    model, config = _model(), LocalTrainingConfig(epochs=2, batch_size=8)
-    parts = _clients([23, 1, 8, 40, 5, 17], seed)
-    seeds = [seed + k for k in range(6)]
+def test_split_batches_deals_the_largest_first_in_snake_order():
+    sizes = [5, 68, 31, 10, 48, 14, 6, 34, 32, 41]
+    batches = split_batches(sizes, 5)
+    # by size: 68 48 41 34 32 31 14 10 6 5 -> batch 0: 68 34 32 10 6, batch 1: 48 41 31 14 5
+    assert [[sizes[k] for k in b] for b in batches] == [[68, 34, 32, 10, 6],
+                                                        [48, 41, 31, 14, 5]]
+    assert split_batches(sizes, 10) == [sorted(range(10), key=lambda k: -sizes[k])]
+    assert sorted(len(b) for b in split_batches(sizes, 4)) == [3, 3, 4]
+    assert split_batches([], 5) == [] and split_batches([7, 7], 1) == [[0], [1]]
+    with pytest.raises(ValueError, match="per_batch"):
+        split_batches(sizes, 0)
+
+
+def test_train_in_batches_is_train_batched_batch_by_batch():
+    model, config = _model(), LocalTrainingConfig(epochs=1, batch_size=8)
+    parts = _clients([23, 1, 8, 40, 5, 17, 12])
+    seeds = list(range(7))
     start = model_to_vector(model)
-    whole = train_batched(model, start, parts, config, seeds)
-    for batch in range(3):
-        members = [k for k, b in enumerate(split) if b == batch]
-        deltas = train_batched(model, start, [parts[k] for k in members], config,
-                               [seeds[k] for k in members])
-        for k, delta in zip(members, deltas, strict=True):
-            assert np.array_equal(delta, whole[k]), (members, k)
+    deltas = train_in_batches(model, start, parts, config, seeds, per_batch=3)
+    for batch in split_batches([len(p) for p in parts], 3):
+        alone = train_batched(model, start, [parts[k] for k in batch], config,
+                              [seeds[k] for k in batch])
+        assert all(np.array_equal(deltas[k], d) for k, d in zip(batch, alone, strict=True))

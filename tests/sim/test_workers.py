@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from gptfl_secure.learning.batched import train_in_batches
+from gptfl_secure.learning.local import model_to_vector
 from gptfl_secure.pipeline.codecs import CodecRound
 from gptfl_secure.pipeline.config import ConfigError, SimConfig
 from gptfl_secure.pipeline.rounds import plain_local_training, train_client
+from gptfl_secure.pipeline.seeds import training_seed
 from gptfl_secure.pipeline.setup import (
     local_training,
     new_model,
@@ -110,6 +113,23 @@ def test_pool_updates_equal_sequential_updates():
     assert parallel.keys() == sequential.keys()
     for cid, delta in sequential.items():
         assert np.array_equal(parallel[cid], delta), cid
+
+
+def test_batched_pool_updates_equal_the_same_batches_in_one_process():
+    config = SimConfig(clients=12, cohort=8, init="random", local_epochs=1)
+    setup = prepare_data(config)
+    model = new_model(config, setup.train)
+    local = local_training(config)
+    start = model_to_vector(model)
+    clients = [CodecRound(config.seed, 2, c) for c in range(8)]
+    one = train_in_batches(model, start, [setup.parts[at.client] for at in clients], local,
+                           [training_seed(at.seed, at.round, at.client) for at in clients],
+                           per_batch=3)
+    with ClientPool(setup.parts, model, local, 2, batched=True, per_batch=3) as pool:
+        pooled = pool.train(start, clients)
+    assert list(pooled) == [at.client for at in clients]
+    for at, delta in zip(clients, one, strict=True):
+        assert np.array_equal(pooled[at.client], delta), at.client
 
 
 def test_interrupt_ends_the_pool_at_once():
