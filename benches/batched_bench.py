@@ -24,7 +24,7 @@ change in the machine's load hits every mode alike); the table shows medians, an
 of two medians of the same run. The bench also checks that the pools' updates equal the one
 process's bit for bit (the batched pool's those of one vmap batch). The largest
 |Δ_vmap - Δ_sequential| is reported beside the scale of what float rounding does to this
-training: how far the sequential Δ of round 1's cohort moves when the start moves by one ulp.
+training: how far the sequential Δ moves when the start moves by one ulp.
 
 Models: small_cnn on the embedded 8x8 digits (5 local epochs, the sim's default), convnet on
 the same 8x8 digits, and convnet on a generated folder of 28x28 digit PNGs (one local epoch, so
@@ -116,14 +116,15 @@ def bench(name: str, config: RunConfig, repeats: int, rounds: int) -> dict:
                     runs[mode](clients)
                 times[mode].append((time.perf_counter() - start) / rounds)
         # how far train_locally itself moves when its start moves by one ulp: the scale of the
-        # float-rounding differences that training amplifies (round 1's cohort)
+        # float-rounding differences that training amplifies
         rng = np.random.default_rng(0)
         nudged = vector * (1 + rng.choice([-1, 1], vector.shape).astype(np.float32)
                            * np.float32(2**-23))
         sensitivity = max(float(np.abs(train_client(plain_local_training, model, nudged,
                                                     setup.parts[at.client], local, at)
                                        + (nudged - vector) - d).max())
-                          for at, d in zip(cohorts[0], first["sequential"][0], strict=True))
+                          for clients, deltas in zip(cohorts, first["sequential"], strict=True)
+                          for at, d in zip(clients, deltas, strict=True))
     finally:
         pool.close()
         batched_pool.close()

@@ -174,10 +174,12 @@ def run_workers(config: RunConfig, device: torch.device | None = None) -> int:
 
 VMAP_AUTO_MODELS = ("small_cnn",)
 VMAP_AUTO_MAX_PARAMETERS = 100_000
-"""``--client-batching auto`` batches these models up to this size (benches/batched_bench.py,
-2-core CPU: small_cnn on the 8x8 digits, 38k parameters, trained a cohort of 10 in 0.70x the
-time of one process and 0.79x to 0.97x the time of the 2-worker pool; convnet, about 300k,
-took 1.4x the pool's time on 28x28 images)."""
+"""``--client-batching auto`` batches these models up to this size. benches/batched_bench.py on
+2 cores, cohorts of 10: small_cnn on the 8x8 digits (38k parameters) trained a round in 0.86x to
+0.88x the time of the unbatched 2-worker pool, and in one process in 0.82x to 0.84x the time of
+training the clients one after another; convnet (about 300k) took 1.2x the time on 28x28 images
+(on 8x8 images 0.85x to 0.95x the pool's time, but the parameter count cannot tell the two
+apart, so auto leaves convnet unbatched)."""
 
 
 def run_batching(config: RunConfig, dim: int, device: torch.device | None = None) -> str:
