@@ -137,6 +137,14 @@ class RunConfig:
                         "threads (0: auto, cores // --threads at most the cohort, 1 on a GPU "
                         "or with --dp-sgd); results are bit-identical to --workers 1 on CPU",
                         ge=0, le=1024)
+    client_batching: str = _opt(
+        "off", "how the sim trains a round's clients: off (each on its own, one after another "
+        "or in the --workers pool), vmap (in batches of up to 5 clients, each one computation "
+        "with torch.func.vmap, in process or in the --workers pool; equal to off up to float "
+        "rounding, and bit-identical across --workers on CPU), auto (vmap for small_cnn of at "
+        "most 100,000 parameters on the CPU without --prox-mu or --dp-sgd, where "
+        "benches/batched_bench.py measured it faster; else off)",
+        choices=("auto", "off", "vmap"))
     seed: int = _opt(0, "seed of the partition, sampling, initialisation and local training",
                      ge=0, lt=2**32)
 

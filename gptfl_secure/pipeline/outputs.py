@@ -249,7 +249,7 @@ def final_metrics(state: RunState) -> dict:
         "initial_test_accuracy": state.initial_accuracy,
         "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
         "privacy": with_empirical_privacy(privacy_report(state), state),
-        "execution": execution(state.config),
+        "execution": execution(state.config, len(state.global_vector)),
     }
 
 

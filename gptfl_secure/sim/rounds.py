@@ -3,9 +3,11 @@
 process and an in-process aggregator (:mod:`gptfl_secure.pipeline.aggregation`).
 
 plan (cohort, simulated dropouts) → every surviving client trains (one after another here, or
-concurrently in a :class:`~.workers.ClientPool`: the same updates either way) → each encodes its
-update → aggregate with the round's dropouts → close (decode, server step, evaluate: in the
-pool's workers, in shards, when the test split is large enough, the same accuracy either way).
+concurrently in a :class:`~.workers.ClientPool`: the same updates either way; or, with
+``--client-batching vmap``, stacked into batches: the same updates up to float rounding) → each
+encodes its update → aggregate with the round's dropouts → close (decode, server step, evaluate:
+in the pool's workers, in shards, when the test split is large enough, the same accuracy either
+way).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from ..learning.batched import train_in_batches
 from ..learning.data import Dataset
 from ..learning.local import LocalTrainingConfig
 from ..learning.server_opt import ServerOptimizer
@@ -34,6 +37,7 @@ from ..pipeline.rounds import (
     train_client,
 )
 from ..pipeline.sampling import CohortSampling
+from ..pipeline.seeds import training_seed
 from ..pipeline.skips import doomed, skip_rule
 from ..protocols import SecAggAbort
 from ..protocols.config import Step, uploads_input
@@ -57,6 +61,7 @@ class RoundContext:
     train: LocalTrainer = plain_local_training  # DP-SGD swaps in its own
     canaries: CanaryInsertion | None = None  # --dp-audit-canaries
     pool: ClientPool | None = None  # trains (plain_local_training) and evaluates in workers
+    batched: bool = False  # without a pool: the clients in vmap batches (--client-batching)
 
     def evaluate(self, vector: np.ndarray) -> float:
         """Test accuracy of ``vector``: in the pool's workers, in shards, when the pool
@@ -69,9 +74,17 @@ class RoundContext:
     def train_clients(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
                       ) -> dict[int, np.ndarray]:
         """``{client: Δ}`` for ``clients`` (each a client's codec context in the round): in the
-        pool when there is one, else one after another with ``train`` and the scratch model."""
+        pool when there is one (batched there when the pool is), else with ``batched`` in the
+        same batches one after another (:func:`~gptfl_secure.learning.batched.
+        train_in_batches` on the scratch model), else one after another with ``train`` and the
+        scratch model."""
         if self.pool is not None:
             return self.pool.train(global_vector, clients)
+        if self.batched:
+            deltas = train_in_batches(
+                self.scratch_model, global_vector, [self.train_parts[at.client] for at in clients],
+                self.local, [training_seed(at.seed, at.round, at.client) for at in clients])
+            return {at.client: delta for at, delta in zip(clients, deltas, strict=True)}
         return {at.client: train_client(self.train, self.scratch_model, global_vector,
                                         self.train_parts[at.client], self.local, at)
                 for at in clients}

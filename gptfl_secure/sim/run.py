@@ -30,6 +30,7 @@ from ..pipeline.setup import (
     local_training,
     new_model,
     new_optimizer,
+    run_batching,
     run_device,
     run_workers,
 )
@@ -55,11 +56,13 @@ def start(config: RunConfig, setup: Setup, log: Log, out: Path | None = None,
 def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundContext:
     """The in-process round's fixed parts for ``state``'s run, with a pool of worker processes
     when the run trains its clients concurrently (:func:`~gptfl_secure.pipeline.setup.
-    run_workers` > 1): the caller closes ``ctx.pool``."""
+    run_workers` > 1), each client on its own or, with :func:`~gptfl_secure.pipeline.setup.
+    run_batching` "vmap", in batches: the caller closes ``ctx.pool``."""
     device = run_device(config)
     scratch = new_model(config, setup.train).to(device)
     local = local_training(config)
     workers = run_workers(config, device)
+    batched = run_batching(config, len(state.global_vector), device) == "vmap"
     codec = make_update_codec(config, len(state.global_vector))
     return RoundContext(
         train_parts=setup.parts, test=setup.test,
@@ -70,7 +73,9 @@ def round_context(config: RunConfig, setup: Setup, state: RunState) -> RoundCont
         cohort=cohort_sampling(config), dropout=config.dropout, seed=config.seed,
         train=dp_sgd_trainer(config, state) if config.dp_sgd else plain_local_training,
         pool=ClientPool(setup.parts, scratch, local, workers, device=device,
-                        threads=config.threads, test=setup.test) if workers > 1 else None)
+                        threads=config.threads, batched=batched,
+                        test=setup.test) if workers > 1 else None,
+        batched=batched)
 
 
 def run_rounds(state: RunState, setup: Setup, out: Path, log: Log, *, progress: bool = True,

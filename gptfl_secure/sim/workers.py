@@ -1,7 +1,10 @@
 """A round's clients trained concurrently: a persistent pool of worker processes, created once
 per run, each holding the run's client partitions, a scratch model and the local-training
 settings (sent once, by the pool's initializer), so a round costs only the global vector in and
-each client's update Δ out.
+each client's update Δ out. With ``batched``, a task is a batch of clients trained as one vmap
+computation (:func:`~gptfl_secure.learning.batched.train_batched`); the batches are a function
+of the round's cohort only (:func:`~gptfl_secure.learning.batched.split_batches`), so that round
+too is bit-identical to the same batches trained one after another in one process.
 
 Every client's training is a pure function of the global vector, its partition and its
 training seed ``(seed, round, client)`` (:func:`~gptfl_secure.pipeline.rounds.train_client`):
@@ -51,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..learning.batched import CLIENTS_PER_BATCH, split_batches, train_batched
 from ..learning.data import Dataset
 from ..learning.local import (
     EVAL_BATCH,
@@ -61,6 +65,7 @@ from ..learning.local import (
 )
 from ..pipeline.client_training import plain_local_training, train_client
 from ..pipeline.codecs import CodecRound
+from ..pipeline.seeds import training_seed
 
 # one worker process's run-wide state, set by _init_worker
 _parts: list[Dataset] = []
@@ -129,20 +134,30 @@ def _count_correct(global_vector: np.ndarray, start: int, stop: int) -> int:
     return count_correct(_model, _test, start, stop)
 
 
+def _train_group(global_vector: np.ndarray, group: Sequence[CodecRound]) -> list[np.ndarray]:
+    return train_batched(_model, global_vector, [_parts[at.client] for at in group], _local,
+                         [training_seed(at.seed, at.round, at.client) for at in group])
+
+
 class ClientPool:
     """``workers`` processes that train clients with :func:`~gptfl_secure.pipeline.rounds.
-    plain_local_training` on ``device``. Use as a context manager or call :meth:`close`.
-    ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: :func:`_context`).
-    With ``test`` (the server's test split) of at least :data:`EVAL_IN_POOL_FROM` examples,
-    the workers get it once and :meth:`accuracy` evaluates a global model on it in shards
-    across them (:attr:`evaluates` says whether it does)."""
+    plain_local_training` on ``device``, or with ``batched``, the round's clients in batches of
+    at most ``per_batch`` (:func:`~gptfl_secure.learning.batched.split_batches`), each batch a
+    task (:func:`~gptfl_secure.learning.batched.train_batched`). Use as a context manager or
+    call :meth:`close`. ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default:
+    :func:`_context`). With ``test`` (the server's test split) of at least
+    :data:`EVAL_IN_POOL_FROM` examples, the workers get it once and :meth:`accuracy` evaluates a
+    global model on it in shards across them (:attr:`evaluates` says whether it does)."""
 
     def __init__(self, parts: list[Dataset], model: nn.Module, local: LocalTrainingConfig,
                  workers: int, *, device: str | torch.device = "cpu", threads: int = 1,
-                 start_method: str | None = None, test: Dataset | None = None) -> None:
+                 start_method: str | None = None, test: Dataset | None = None,
+                 batched: bool = False, per_batch: int = CLIENTS_PER_BATCH) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: must be >= 1")
         self.workers = workers
+        self.batched = batched
+        self.per_batch = per_batch
         self._sizes = [len(part) for part in parts]
         # the scratch model goes as bytes, not as a module: multiprocessing pickles initargs
         # with torch's reductions, which move a CPU tensor into shared memory that the parent
@@ -165,6 +180,8 @@ class ClientPool:
         if self._executor is None:
             raise RuntimeError("this ClientPool is closed")
         vector = np.ascontiguousarray(global_vector, dtype=np.float32)
+        if self.batched:
+            return self._train_batched(vector, clients)
         # largest client first (LPT): under label skew the client sizes differ widely, and the
         # round lasts until its last client ends. Each client's update depends only on its own
         # (seed, round, client), so the order changes no result
@@ -196,6 +213,19 @@ class ClientPool:
         except BaseException:
             self.close()
             raise
+
+    def _train_batched(self, vector: np.ndarray, clients: Sequence[CodecRound]
+                       ) -> dict[int, np.ndarray]:
+        groups = [[clients[k] for k in batch] for batch in
+                  split_batches([self._sizes[at.client] for at in clients], self.per_batch)]
+        try:  # largest batch first (LPT): each batch is an independent task
+            futures = [self._executor.submit(_train_group, vector, group) for group in groups]
+            deltas = {at.client: delta for group, future in zip(groups, futures, strict=True)
+                      for at, delta in zip(group, future.result(), strict=True)}
+        except BaseException:
+            self.close()
+            raise
+        return {at.client: deltas[at.client] for at in clients}
 
     def close(self) -> None:
         """End the workers now (idempotent): queued clients are cancelled and running ones are

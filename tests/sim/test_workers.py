@@ -1,16 +1,19 @@
 """Parallel clients and the device option: a run with --workers 2 gives the same metrics.json as
---workers 1 (bit for bit), forked and spawned workers train the updates of one process, the
-pool's sharded evaluation gives the in-process accuracy exactly, the pool closes on an interrupt
-without leaving processes, and --device is resolved (and refused when no GPU is there) before
-any work."""
+--workers 1 (bit for bit, with and without --client-batching vmap), forked and spawned workers
+train the updates of one process, the pool's sharded evaluation gives the in-process accuracy
+exactly, a vmap-batched run ends close to an unbatched one, the pool closes on an interrupt
+without leaving processes, and --device and --client-batching are resolved (and refused when they
+cannot be met) before any work."""
 
 import json
 import multiprocessing
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from gptfl_secure.learning.batched import train_in_batches
 from gptfl_secure.learning.data import Dataset
 from gptfl_secure.learning.local import (
     count_correct,
@@ -22,10 +25,12 @@ from gptfl_secure.learning.local import (
 from gptfl_secure.pipeline.codecs import CodecRound
 from gptfl_secure.pipeline.config import ConfigError, SimConfig
 from gptfl_secure.pipeline.rounds import plain_local_training, train_client
+from gptfl_secure.pipeline.seeds import training_seed
 from gptfl_secure.pipeline.setup import (
     local_training,
     new_model,
     prepare_data,
+    run_batching,
     run_device,
     run_workers,
 )
@@ -42,13 +47,64 @@ def _accuracies(out):
             for r in metrics["rounds"]]
 
 
-def test_two_workers_give_the_same_metrics_as_one(tmp_path):
-    assert main(SMALL + ["--workers", "1", "--out", str(tmp_path / "one")]) == 0
-    assert main(SMALL + ["--workers", "2", "--out", str(tmp_path / "two")]) == 0
+@pytest.mark.parametrize("batching", ["off", "vmap"])
+def test_two_workers_give_the_same_metrics_as_one(tmp_path, batching):
+    mode = ["--client-batching", batching]
+    assert main(SMALL + mode + ["--workers", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main(SMALL + mode + ["--workers", "2", "--out", str(tmp_path / "two")]) == 0
     assert _accuracies(tmp_path / "one") == _accuracies(tmp_path / "two")
     one = np.load(tmp_path / "one" / "checkpoint.npz")["global_vector"]
     two = np.load(tmp_path / "two" / "checkpoint.npz")["global_vector"]
     assert np.array_equal(one, two)
+
+
+def test_a_vmap_batched_run_ends_close_to_the_unbatched_run(tmp_path):
+    runs = {}
+    for batching in ("off", "vmap"):
+        out = tmp_path / batching
+        assert main(SMALL + ["--workers", "1", "--client-batching", batching, "--out",
+                             str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["execution"]["client_batching"] == batching
+        runs[batching] = ([r["test_accuracy"] for r in metrics["rounds"]],
+                          np.load(out / "checkpoint.npz")["global_vector"])
+    (acc_off, vector_off), (acc_vmap, vector_vmap) = runs["off"], runs["vmap"]
+    # the updates differ by float rounding (tests/learning/test_batched.py), which the codec's
+    # quantization may turn into a level: the models stay within 1e-4, the accuracies within
+    # one or two of the ~360 test examples
+    np.testing.assert_allclose(vector_vmap, vector_off, atol=1e-4)
+    np.testing.assert_allclose(acc_vmap, acc_off, atol=0.01)
+
+
+def test_client_batching_resolves_from_the_model_and_device():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    small = 38_282
+
+    def auto(**options):
+        return SimConfig(client_batching="auto", **options)
+
+    assert run_batching(SimConfig(), small, cpu) == "off"  # the default: off
+    assert run_batching(auto(), small, cpu) == "vmap"  # small_cnn on the digits
+    assert run_batching(auto(), small, gpu) == "off"  # not measured on a GPU
+    assert run_batching(auto(), 524_000, cpu) == "off"  # small_cnn on 32x32 images
+    assert run_batching(auto(model="convnet"), 298_506, cpu) == "off"
+    assert run_batching(auto(prox_mu=0.1), small, cpu) == "off"
+    assert run_batching(auto(dp_sgd=True), small, cpu) == "off"
+    assert run_batching(SimConfig(client_batching="vmap", model="convnet"), 298_506,
+                        gpu) == "vmap"
+    assert run_batching(SimConfig(client_batching="vmap", dp_sgd=True), small, cpu) == "off"
+    for workers in (1, 2, 8):  # never the number of workers: results do not depend on it
+        assert run_batching(auto(workers=workers), small, cpu) == "vmap"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prox-mu", "0.1"], "FedProx.*process pool"),
+    (["--dp-sgd"], "--client-batching vmap with --dp-sgd"),
+])
+def test_client_batching_vmap_that_cannot_be_met_is_refused(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        main(SMALL + ["--client-batching", "vmap"] + flags)
+    assert re.search(message, capsys.readouterr().err)
 
 
 @pytest.fixture
@@ -144,6 +200,23 @@ def test_a_run_evaluating_in_the_pool_gives_the_metrics_of_one_worker(tmp_path, 
     assert _accuracies(tmp_path / "one") == _accuracies(tmp_path / "two")
 
 
+def test_batched_pool_updates_equal_the_same_batches_in_one_process():
+    config = SimConfig(clients=12, cohort=8, init="random", local_epochs=1)
+    setup = prepare_data(config)
+    model = new_model(config, setup.train)
+    local = local_training(config)
+    start = model_to_vector(model)
+    clients = [CodecRound(config.seed, 2, c) for c in range(8)]
+    one = train_in_batches(model, start, [setup.parts[at.client] for at in clients], local,
+                           [training_seed(at.seed, at.round, at.client) for at in clients],
+                           per_batch=3)
+    with ClientPool(setup.parts, model, local, 2, batched=True, per_batch=3) as pool:
+        pooled = pool.train(start, clients)
+    assert list(pooled) == [at.client for at in clients]
+    for at, delta in zip(clients, one, strict=True):
+        assert np.array_equal(pooled[at.client], delta), at.client
+
+
 def test_interrupt_ends_the_pool_at_once():
     config = SimConfig(clients=8, cohort=4, init="random")
     setup = prepare_data(config)
@@ -203,4 +276,8 @@ def test_cli_refuses_cuda_without_a_gpu(monkeypatch, capsys):
 def test_metrics_record_device_and_workers(tmp_path):
     assert main(SMALL + ["--rounds", "1", "--workers", "2", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["execution"] == {"device": "cpu", "workers": 2}
+    assert metrics["execution"] == {"device": "cpu", "workers": 2, "client_batching": "off"}
+    assert main(SMALL + ["--rounds", "1", "--client-batching", "auto", "--out",
+                         str(tmp_path / "auto")]) == 0
+    metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert metrics["execution"]["client_batching"] == "vmap"  # small_cnn on the digits
