@@ -3,6 +3,7 @@ our masked-sum protocol over Flower messages, equal to the in-process sim's; eve
 recorded (record-transcript=true) and passed by the auditor; three exchanges per round."""
 
 import json
+import signal
 
 import pytest
 
@@ -12,7 +13,23 @@ pytest.importorskip("ray")
 from .parity import check_against_sim  # noqa: E402
 
 
-def test_simulation_engine_matches_in_process_sim(tmp_path, monkeypatch):
+@pytest.fixture
+def ray_left_behind_nothing():
+    """Ray, started in this process by the simulation engine, is shut down afterwards and the
+    signal handlers it installed (SIGTERM -> sys.exit) are restored, so that later tests in the
+    same pytest process (forked worker pools, signal tests) never meet a Ray cluster or its
+    handlers."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def test_simulation_engine_matches_in_process_sim(tmp_path, monkeypatch, ray_left_behind_nothing):
     from flwr.simulation import run_simulation
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the nodes' partition cache
