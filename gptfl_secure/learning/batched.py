@@ -45,6 +45,7 @@ from torch.func import functional_call, vmap
 
 from .data import Dataset
 from .local import LocalTrainingConfig, float_state_keys, model_device, model_to_vector
+from .sgd import sgd_update
 
 USE_POOL = "train these clients with train_locally (one by one or in the process pool) instead"
 
@@ -241,17 +242,14 @@ def train_batched(model: nn.Module, global_vector: np.ndarray, data: Sequence[Da
             loss = ((per_example * wb).sum(1) / wb.sum(1)).sum()
             grads = torch.autograd.grad(loss, list(live.values()))
             with torch.no_grad():
-                for k, g in zip(live, grads, strict=True):  # torch.optim.SGD's update
-                    p = params[k][:kt]
-                    if config.weight_decay != 0:
-                        g = g.add(p, alpha=config.weight_decay)
-                    if config.momentum != 0:
-                        if t == 0:  # every client takes step 0
-                            momentum[k] = g.clone()
-                        else:
-                            momentum[k][:kt].mul_(config.momentum).add_(g)
-                        g = momentum[k][:kt]
-                    p.add_(g, alpha=-config.lr)
+                for k, g in zip(live, grads, strict=True):
+                    # every client takes step 0, so the buffer made there covers the stack
+                    buf = momentum.get(k)
+                    buf = sgd_update(params[k][:kt], g, None if buf is None else buf[:kt],
+                                     lr=config.lr, momentum=config.momentum,
+                                     weight_decay=config.weight_decay)
+                    if k not in momentum and buf is not None:
+                        momentum[k] = buf
     finally:
         model.train(was_training)
     stacked = torch.cat([params[k].reshape(clients, -1) for k in keys], dim=1).cpu().numpy()

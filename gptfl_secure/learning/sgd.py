@@ -18,14 +18,32 @@ from collections.abc import Iterable
 import torch
 
 
-class MomentumSgd:
-    """``step()`` applies, for every parameter with a gradient g::
+def sgd_update(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, *, lr: float,
+               momentum: float, weight_decay: float) -> torch.Tensor | None:
+    """One ``torch.optim.SGD`` update of ``param`` in place (call under ``torch.no_grad``)::
 
         g <- g + weight_decay * p                      (if weight_decay != 0)
         b <- g on the first step, else momentum * b + g (if momentum != 0; then g <- b)
         p <- p - lr * g
 
-    ``zero_grad()`` sets every gradient to None (``torch.optim``'s ``set_to_none=True``)."""
+    ``buf`` is the momentum buffer (None before the first step; updated in place after it).
+    Returns the buffer to keep: the new one on the first step, else ``buf``."""
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)
+    if momentum != 0:
+        if buf is None:
+            buf = grad.detach().clone()
+        else:
+            buf.mul_(momentum).add_(grad, alpha=1)
+        grad = buf
+    param.add_(grad, alpha=-lr)
+    return buf
+
+
+class MomentumSgd:
+    """``step()`` applies :func:`sgd_update` to every parameter with a gradient, each with its
+    own momentum buffer; ``zero_grad()`` sets every gradient to None (``torch.optim``'s
+    ``set_to_none=True``)."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
@@ -36,19 +54,10 @@ class MomentumSgd:
     @torch.no_grad()
     def step(self) -> None:
         for i, param in enumerate(self.params):
-            grad = param.grad
-            if grad is None:
-                continue
-            if self.weight_decay != 0:
-                grad = grad.add(param, alpha=self.weight_decay)
-            if self.momentum != 0:
-                buf = self._buffers[i]
-                if buf is None:
-                    buf = self._buffers[i] = grad.detach().clone()
-                else:
-                    buf.mul_(self.momentum).add_(grad, alpha=1)
-                grad = buf
-            param.add_(grad, alpha=-self.lr)
+            if param.grad is not None:
+                self._buffers[i] = sgd_update(param, param.grad, self._buffers[i], lr=self.lr,
+                                              momentum=self.momentum,
+                                              weight_decay=self.weight_decay)
 
     def zero_grad(self) -> None:
         for param in self.params:

@@ -65,8 +65,6 @@ def prepare_data(config: RunConfig) -> Setup:
     return Setup(train, test, [train.subset(idx) for idx in parts], kind)
 
 
-
-
 def check_buildable(config: RunConfig, setup: Setup) -> None:
     """Build the model and the update codec once, so that a model that does not fit the data or
     a ring that cannot hold the cohort's sum fails before any work (as a ConfigError)."""
@@ -108,10 +106,6 @@ def check_buildable(config: RunConfig, setup: Setup) -> None:
 def new_optimizer(config: RunConfig) -> ServerOptimizer:
     return ServerOptimizer(config.strategy, config.effective_server_lr, config.beta1,
                            config.beta2, config.tau)
-
-
-
-
 
 
 def run_device(config: RunConfig) -> torch.device:

@@ -47,19 +47,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "DEFAULT_DELTA",
-    "CountSketchParams",
-    "DPLabelCodec",
-    "DecodedDPSum",
-    "DistributedDPCodec",
-    "LabelGuarantee",
-    "NoisyLabelRelease",
-    "PrivacyAccountant",
-    "RdpLedger",
-    "check_delta",
-    "noise_generator",
-    "noise_multiplier_for_epsilon",
-    "noisy_label_counts",
-    "public_generator",
-]
+__all__ = sorted(_EXPORTS)

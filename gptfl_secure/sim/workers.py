@@ -48,7 +48,7 @@ import pickle
 import signal
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -84,8 +84,10 @@ pass, which cannot be split without changing its floats: in the pool, as one sha
 about 1 ms longer. The run's process spends about 1 ms of CPU a round on the shards."""
 
 
-def _context(device: str) -> multiprocessing.context.BaseContext:
-    """fork on CPU where the OS has it; spawn otherwise (a forked child cannot use CUDA).
+def _context(device: str, start_method: str | None = None
+             ) -> multiprocessing.context.BaseContext:
+    """``start_method``'s context when given; else fork on CPU where the OS has it, spawn
+    otherwise (a forked child cannot use CUDA).
 
     Every start method gives the same updates (tests/sim/test_workers.py trains through fork
     and spawn; forkserver sends the initializer's arguments as spawn does): each worker's model
@@ -94,6 +96,8 @@ def _context(device: str) -> multiprocessing.context.BaseContext:
     8 small_cnn clients in 0.2 s, 2 spawned ones in 4.6 s (each spawned child imports torch and
     this package again), once per run.
     """
+    if start_method is not None:
+        return multiprocessing.get_context(start_method)
     if device == "cpu" and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
@@ -164,35 +168,52 @@ class ClientPool:
         # and every spawned or forkserver worker then map, so concurrent workers would train
         # one set of weights (module docstring)
         blob = pickle.dumps(copy.deepcopy(model).cpu())
-        self.evaluates = test is not None and len(test) >= EVAL_IN_POOL_FROM
-        test = test if self.evaluates else None  # a small one is never sent
+        if test is not None and len(test) < EVAL_IN_POOL_FROM:
+            test = None  # a small one is never sent
+        self._test_size = None if test is None else len(test)
         self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context(
-                start_method or _context(str(device)).get_start_method()),
+            max_workers=workers, mp_context=_context(str(device), start_method),
             initializer=_init_worker,
             initargs=(parts, blob, local, str(device), threads, test))
-        self._test_size = len(test) if self.evaluates else None
 
-    def train(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
-              ) -> dict[int, np.ndarray]:
-        """Each client's update Δ (``{client: Δ}``), trained concurrently. A worker's exception
-        is re-raised here; a KeyboardInterrupt while waiting ends the pool and propagates."""
+    @property
+    def evaluates(self) -> bool:
+        """Whether the workers hold the test split, so that :meth:`accuracy` works."""
+        return self._test_size is not None
+
+    def _gather(self, calls: Sequence[tuple]) -> list:
+        """Run ``fn(*args)`` for each ``(fn, *args)`` of ``calls`` in the workers, all at once,
+        and return their results in that order; on any failure or interrupt the pool is closed
+        first."""
         if self._executor is None:
             raise RuntimeError("this ClientPool is closed")
-        vector = np.ascontiguousarray(global_vector, dtype=np.float32)
-        if self.batched:
-            return self._train_batched(vector, clients)
-        # largest client first (LPT): under label skew the client sizes differ widely, and the
-        # round lasts until its last client ends. Each client's update depends only on its own
-        # (seed, round, client), so the order changes no result
-        order = sorted(clients, key=lambda at: -self._sizes[at.client])
         try:
-            futures: dict[int, Future] = {at.client: self._executor.submit(_train, vector, at)
-                                          for at in order}
-            return {at.client: futures[at.client].result() for at in clients}
+            futures = [self._executor.submit(fn, *args) for fn, *args in calls]
+            return [future.result() for future in futures]
         except BaseException:
             self.close()
             raise
+
+    def train(self, global_vector: np.ndarray, clients: Sequence[CodecRound]
+              ) -> dict[int, np.ndarray]:
+        """Each client's update Δ (``{client: Δ}``, in the order of ``clients``), trained
+        concurrently. A worker's exception is re-raised here; a KeyboardInterrupt while waiting
+        ends the pool and propagates."""
+        vector = np.ascontiguousarray(global_vector, dtype=np.float32)
+        if self.batched:  # the batches of split_batches, dealt largest first, one task each
+            groups = [[clients[k] for k in batch] for batch in split_batches(
+                [self._sizes[at.client] for at in clients], self.per_batch)]
+            trained = self._gather([(_train_group, vector, group) for group in groups])
+            deltas = {at.client: delta for group, group_deltas in zip(groups, trained, strict=True)
+                      for at, delta in zip(group, group_deltas, strict=True)}
+        else:
+            # largest client first (LPT): under label skew the client sizes differ widely, and
+            # the round lasts until its last client ends. Each client's update depends only on
+            # its own (seed, round, client), so the order changes no result
+            order = sorted(clients, key=lambda at: -self._sizes[at.client])
+            deltas = {at.client: delta for at, delta in zip(
+                order, self._gather([(_train, vector, at) for at in order]), strict=True)}
+        return {at.client: deltas[at.client] for at in clients}
 
     def accuracy(self, global_vector: np.ndarray) -> float:
         """Test accuracy of ``global_vector``: the test split is cut into one shard per worker
@@ -203,29 +224,10 @@ class ClientPool:
         if self._test_size is None:
             raise RuntimeError("this ClientPool does not evaluate (no test split of at least "
                                f"{EVAL_IN_POOL_FROM} examples)")
-        if self._executor is None:
-            raise RuntimeError("this ClientPool is closed")
         vector = np.ascontiguousarray(global_vector, dtype=np.float32)
-        try:
-            futures = [self._executor.submit(_count_correct, vector, start, stop)
-                       for start, stop in eval_shards(self._test_size, self.workers)]
-            return sum(f.result() for f in futures) / self._test_size
-        except BaseException:
-            self.close()
-            raise
-
-    def _train_batched(self, vector: np.ndarray, clients: Sequence[CodecRound]
-                       ) -> dict[int, np.ndarray]:
-        groups = [[clients[k] for k in batch] for batch in
-                  split_batches([self._sizes[at.client] for at in clients], self.per_batch)]
-        try:  # largest batch first (LPT): each batch is an independent task
-            futures = [self._executor.submit(_train_group, vector, group) for group in groups]
-            deltas = {at.client: delta for group, future in zip(groups, futures, strict=True)
-                      for at, delta in zip(group, future.result(), strict=True)}
-        except BaseException:
-            self.close()
-            raise
-        return {at.client: deltas[at.client] for at in clients}
+        shards = eval_shards(self._test_size, self.workers)
+        return sum(self._gather([(_count_correct, vector, a, b) for a, b in shards])
+                   ) / self._test_size
 
     def close(self) -> None:
         """End the workers now (idempotent): queued clients are cancelled and running ones are
